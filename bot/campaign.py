@@ -1,0 +1,318 @@
+"""Use cases shared by the CLI, the chat handlers and the scheduler.
+
+Each function runs inside the caller's transaction, so a state change, its audit event and the
+outbox rows it causes commit together (rule 6: a crash between decided and sent still sends).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session
+
+from bot.config import Settings
+from bot.models import Compilation, Letter, LetterState, Member, Signature
+from bot.names import collation_key, group_signatories, render_name
+from bot.store import audit, letters, members, outbox, signatures
+from bot.timeutil import format_utc, iso_utc, time_left
+
+PLATFORMS = ("console", "slack", "matrix")
+
+
+class CampaignError(Exception):
+    """A refused operation (unknown slug, past deadline, wrong state); the message says why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    platform: str
+    channel: str
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.channel}"
+
+
+def parse_target(text: str) -> Target:
+    platform, sep, channel = text.strip().partition(":")
+    if not sep or platform not in PLATFORMS or not channel:
+        raise CampaignError(
+            f"{text!r} is not PLATFORM:CHANNEL (e.g. slack:C0123, matrix:!room:server, "
+            "console:#general)"
+        )
+    return Target(platform, channel)
+
+
+def require_letter(session: Session, slug: str) -> Letter:
+    letter = letters.get_letter(session, slug=slug)
+    if letter is None:
+        raise CampaignError(f"no letter with slug {slug!r}")
+    return letter
+
+
+def post_letter(
+    session: Session,
+    *,
+    settings: Settings,
+    letter: Letter,
+    targets: list[Target],
+    actor: str,
+    now: datetime,
+) -> list[Target]:
+    """Open the letter (draft -> open) and enqueue its posts; returns the newly queued targets."""
+    if letter.state == LetterState.closed.value:
+        raise CampaignError(f"{letter.slug} is closed; it cannot be posted again")
+    if letter.deadline <= now:
+        raise CampaignError(
+            f"the deadline of {letter.slug} ({format_utc(letter.deadline)}) has passed; "
+            "extend it first"
+        )
+    letters.open_letter(session, letter=letter, actor=actor, at=now)
+    skip_past_reminders(session, settings=settings, letter=letter, now=now)
+    queued: list[Target] = []
+    assert letter.id is not None
+    for target in targets:
+        letters.upsert_post(
+            session, letter_pk=letter.id, platform=target.platform, channel=target.channel
+        )
+        message = outbox.enqueue(
+            session,
+            key=f"post:{letter.slug}:{target}",
+            platform=target.platform,
+            channel=target.channel,
+            kind="post_letter",
+            payload={"slug": letter.slug},
+            letter_pk=letter.id,
+        )
+        if message is not None:
+            queued.append(target)
+            audit.append(
+                session,
+                actor=actor,
+                action="letter.post_queued",
+                letter_slug=letter.slug,
+                detail={"target": str(target)},
+            )
+    return queued
+
+
+def extend_letter(
+    session: Session,
+    *,
+    settings: Settings,
+    letter: Letter,
+    deadline: datetime,
+    actor: str,
+    now: datetime,
+) -> Letter:
+    if letter.state == LetterState.closed.value:
+        raise CampaignError(
+            f"{letter.slug} closed at {format_utc(letter.closed_at or letter.deadline)}; "
+            "its compiled text is final"
+        )
+    if deadline <= now:
+        raise CampaignError(f"the new deadline {format_utc(deadline)} is in the past")
+    letters.extend_deadline(session, letter=letter, deadline=deadline, actor=actor, at=now)
+    skip_past_reminders(session, settings=settings, letter=letter, now=now)
+    return letter
+
+
+def skip_past_reminders(
+    session: Session, *, settings: Settings, letter: Letter, now: datetime
+) -> None:
+    """Reminders whose time has already passed when a letter is posted or extended are skipped."""
+    if letter.state != LetterState.open.value:
+        return
+    for label, offset in settings.scheduler.reminder_offsets:
+        if letter.deadline - offset <= now:
+            letters.record_reminder(
+                session, letter=letter, offset_label=label, status="skipped", at=now
+            )
+
+
+def close_and_announce(
+    session: Session, *, settings: Settings, letter: Letter, actor: str, now: datetime
+) -> Compilation | None:
+    """Close, compile and enqueue the announcements, once; None if it was already closed."""
+    if letter.state == LetterState.draft.value:
+        raise CampaignError(f"{letter.slug} is a draft; post it before closing")
+    compilation = letters.close_letter(session, letter=letter, actor=actor, at=now)
+    if compilation is None:
+        return None
+    assert letter.id is not None
+    summary = {
+        "title": letter.title,
+        "slug": letter.slug,
+        "count": compilation.signatory_count,
+        "closed_at": format_utc(now),
+    }
+    for post in letters.posts_of(session, letter_pk=letter.id):
+        outbox.enqueue(
+            session,
+            key=f"post_closed:{letter.slug}:{post.platform}:{post.channel}",
+            platform=post.platform,
+            channel=post.channel,
+            kind="post_closed",
+            payload={"slug": letter.slug, "post_id": post.id},
+            letter_pk=letter.id,
+        )
+        outbox.enqueue(
+            session,
+            key=f"closed:{letter.slug}:{post.platform}:{post.channel}",
+            platform=post.platform,
+            channel=post.channel,
+            kind="message",
+            payload={"template": "replies/closed_summary.j2", "context": summary},
+            letter_pk=letter.id,
+        )
+    for raw in settings.coordinators.announce:
+        target = parse_target(raw)
+        outbox.enqueue(
+            session,
+            key=f"compiled:{letter.slug}:{target}",
+            platform=target.platform,
+            channel=target.channel,
+            kind="compiled",
+            payload={"slug": letter.slug, **summary},
+            letter_pk=letter.id,
+        )
+    return compilation
+
+
+def enqueue_reminder(session: Session, *, letter: Letter, label: str, now: datetime) -> int:
+    """Send one reminder to each channel the letter was posted in."""
+    assert letter.id is not None
+    context = {
+        "title": letter.title,
+        "slug": letter.slug,
+        "time_left": time_left(letter.deadline, now),
+        "count": signatures.count_active(session, letter_pk=letter.id),
+    }
+    sent = 0
+    for post in letters.posts_of(session, letter_pk=letter.id):
+        message = outbox.enqueue(
+            session,
+            key=f"reminder:{letter.slug}:{label}:{iso_utc(letter.deadline)}:{post.platform}:"
+            f"{post.channel}",
+            platform=post.platform,
+            channel=post.channel,
+            kind="message",
+            payload={"template": "replies/reminder.j2", "context": context},
+            letter_pk=letter.id,
+        )
+        sent += message is not None
+    return sent
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+@dataclass
+class StatusView:
+    slug: str
+    title: str
+    state: str
+    deadline: datetime
+    time_left: str
+    signatures: int
+    groups: dict[str, int]
+    asker_signature: Signature | None = None
+    signatories: list[dict[str, Any]] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    not_signed: list[dict[str, str]] = field(default_factory=list)
+    earlier_version: int = 0
+    detailed: bool = False
+    names_visible: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "slug": self.slug,
+            "state": self.state,
+            "deadline": iso_utc(self.deadline),
+            "signatures": self.signatures,
+            "groups": self.groups,
+            "signatories": self.signatories,
+            "pending": self.pending,
+        }
+
+
+def status_view(
+    session: Session,
+    *,
+    settings: Settings,
+    letter: Letter,
+    asker: Member | None,
+    coordinator: bool,
+    now: datetime,
+) -> StatusView:
+    assert letter.id is not None
+    people = signatures.signatories(session, letter_pk=letter.id)
+    grouped = group_signatories(people)
+    view = StatusView(
+        slug=letter.slug,
+        title=letter.title,
+        state=letter.state,
+        deadline=letter.deadline,
+        time_left=time_left(letter.deadline, now),
+        signatures=len(people),
+        groups={g.name: len(g.signatories) for g in grouped},
+        detailed=coordinator,
+        names_visible=coordinator or settings.letters.public_signatories,
+    )
+    if asker is not None and asker.id is not None:
+        view.asker_signature = signatures.active_signature(
+            session, letter_pk=letter.id, member_pk=asker.id
+        )
+    if view.names_visible:
+        view.signatories = [
+            {
+                "member_id": s.member_id,
+                "name": s.name,
+                "group": s.group,
+                "signed_at": iso_utc(s.signed_at) if s.signed_at else None,
+                "via": s.via,
+            }
+            for g in grouped
+            for s in g.signatories
+        ]
+    if coordinator:
+        view.pending = [
+            {
+                "platform": p.platform,
+                "user": p.external_id,
+                "display_name": p.display_name,
+                "at": iso_utc(p.at),
+            }
+            for p in members.list_pending(session, letter_pk=letter.id)
+        ]
+        signed = signatures.signed_member_pks(session, letter_pk=letter.id)
+        missing = [
+            m
+            for m in members.list_members(session)
+            if m.active and m.role == "member" and m.id not in signed
+        ]
+        missing.sort(
+            key=lambda m: (
+                collation_key(m.group),
+                collation_key(m.family_name),
+                collation_key(m.given_name),
+                m.member_id,
+            )
+        )
+        view.not_signed = [
+            {
+                "member_id": m.member_id,
+                "group": m.group,
+                "name": render_name(
+                    title=m.title,
+                    given_name=m.given_name,
+                    family_name=m.family_name,
+                    post_nominals=m.post_nominals,
+                    display_name=m.display_name,
+                ),
+            }
+            for m in missing
+        ]
+        view.earlier_version = signatures.count_other_versions(session, letter=letter)
+    return view

@@ -1,0 +1,468 @@
+"""The `cosign` command line (Typer). Exit codes: 0 ok, 1 refused or bad input, 2 usage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from bot.campaign import (
+    CampaignError,
+    close_and_announce,
+    extend_letter,
+    parse_target,
+    post_letter,
+    require_letter,
+    status_view,
+)
+from bot.compile import FORMATS, render_letter
+from bot.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
+from bot.db import Database
+from bot.letterfile import LetterFileError, parse_letter
+from bot.models import LetterState
+from bot.models._types import utcnow
+from bot.roster import RosterError, export_roster, import_roster
+from bot.store import audit as audit_store
+from bot.store import letters as letter_store
+from bot.store import members as member_store
+from bot.timeutil import BadTime, format_utc, iso_utc, parse_when, time_left
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="cosign: co-signatures of open letters on Slack, Matrix and the console.",
+)
+db_app = typer.Typer(no_args_is_help=True, help="The database.")
+roster_app = typer.Typer(no_args_is_help=True, help="The roster of members.")
+letter_app = typer.Typer(no_args_is_help=True, help="Letters: create, post, close, extend.")
+app.add_typer(db_app, name="db")
+app.add_typer(roster_app, name="roster")
+app.add_typer(letter_app, name="letter")
+
+T = TypeVar("T")
+CLI_ACTOR = "cli"
+
+
+@dataclass
+class State:
+    config: Path = DEFAULT_CONFIG_PATH
+
+
+state = State()
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"cosign: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def settings() -> Settings:
+    try:
+        return load_settings(state.config)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@contextmanager
+def opened() -> Iterator[tuple[Settings, Database]]:
+    """Settings and a migrated database; bad input becomes one line on stderr and exit 1."""
+    config = settings()
+    database = Database(config.database.url)
+    try:
+        database.upgrade()
+        yield config, database
+    except (CampaignError, LetterFileError, BadTime, ConfigError) as exc:
+        fail(str(exc))
+    except RosterError as exc:
+        for problem in exc.problems:
+            typer.echo(f"cosign: {problem}", err=True)
+        fail(str(exc))
+    finally:
+        database.dispose()
+
+
+@app.callback()
+def main_options(
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config", envvar="COSIGN_CONFIG", help="Configuration file.", show_default=True
+        ),
+    ] = DEFAULT_CONFIG_PATH,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+) -> None:
+    state.config = config
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# --- db --------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations."""
+    with opened():
+        typer.echo("database is up to date")
+
+
+# --- roster ----------------------------------------------------------------------------------
+
+
+@roster_app.command("import")
+def roster_import(file: Annotated[Path, typer.Argument(help="Roster CSV (UTF-8).")]) -> None:
+    """Import or update the roster; all or nothing, every problem listed with its line."""
+    data = _read_bytes(file)
+    with opened() as (_, database), database.session() as session:
+        result = import_roster(session, data=data, actor=CLI_ACTOR)
+    typer.echo(
+        f"roster imported: {result.created} new, {result.updated} updated, "
+        f"{result.unchanged} unchanged, {len(result.linked)} chat accounts linked"
+    )
+
+
+@roster_app.command("list")
+def roster_list() -> None:
+    """Print the roster as a table."""
+    with opened() as (_, database), database.session() as session:
+        rows = [
+            (m.member_id, m.role, m.group, _name(m), "" if m.active else "inactive")
+            for m in member_store.list_members(session)
+        ]
+    _table(("member_id", "role", "group", "name", ""), rows)
+
+
+@roster_app.command("export")
+def roster_export() -> None:
+    """Print the roster as CSV in the import format (export then import changes nothing)."""
+    with opened() as (_, database), database.session() as session:
+        sys.stdout.write(export_roster(session))
+
+
+# --- letters ---------------------------------------------------------------------------------
+
+WhenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--deadline",
+        help="ISO 8601 (read in [letters].timezone without an offset) or relative: +30m, +2h, +3d.",
+    ),
+]
+
+
+@letter_app.command("create")
+def letter_create(file: Path, deadline: WhenOption = None) -> None:
+    """Create a draft letter from a Markdown file with TOML front matter."""
+    text = _read_text(file)
+    with opened() as (config, database), database.session() as session:
+        now = utcnow()
+        source = parse_letter(text, zone=config.letters.zone, now=now)
+        when = _deadline(deadline, config, now) if deadline else source.deadline
+        assert when is not None
+        if when <= now:
+            fail(
+                f"the deadline {format_utc(when)} is in the past; give a later one with "
+                "--deadline (e.g. --deadline +3d)"
+            )
+        letter = letter_store.create_letter(session, source=source, deadline=when, actor=CLI_ACTOR)
+        if letter is None:
+            fail(f"a letter with slug {source.slug!r} already exists; use 'cosign letter update'")
+    typer.echo(f"created draft {source.slug}: deadline {format_utc(when)}")
+
+
+@letter_app.command("update")
+def letter_update(file: Path, deadline: WhenOption = None) -> None:
+    """Replace a draft or open letter's text (and deadline) from its file."""
+    text = _read_text(file)
+    with opened() as (config, database), database.session() as session:
+        now = utcnow()
+        source = parse_letter(text, zone=config.letters.zone, now=now)
+        letter = require_letter(session, source.slug)
+        if letter.state == LetterState.closed.value:
+            fail(f"{letter.slug} is closed; its compiled text is final")
+        when = _deadline(deadline, config, now) if deadline else None
+        if when is not None and when <= now:
+            fail(f"the deadline {format_utc(when)} is in the past")
+        before = letter.version
+        letter_store.update_letter(
+            session, letter=letter, source=source, deadline=when, actor=CLI_ACTOR, at=now
+        )
+        changed = letter.version != before
+    typer.echo(f"updated {source.slug}" + ("" if changed else " (text unchanged)"))
+
+
+@letter_app.command("list")
+def letter_list() -> None:
+    """List letters with their state, deadline and signatures."""
+    from bot.store.signatures import count_active
+
+    with opened() as (_, database), database.session() as session:
+        now = utcnow()
+        rows = []
+        for letter in letter_store.list_letters(session):
+            assert letter.id is not None
+            rows.append(
+                (
+                    letter.slug,
+                    letter.state,
+                    format_utc(letter.deadline),
+                    str(count_active(session, letter_pk=letter.id)),
+                    time_left(letter.deadline, now) if letter.state != "closed" else "",
+                    letter.title,
+                )
+            )
+    _table(("slug", "state", "deadline", "signed", "left", "title"), rows)
+
+
+@letter_app.command("show")
+def letter_show(slug: str) -> None:
+    """Show a letter's details and text."""
+    with opened() as (_, database), database.session() as session:
+        letter = require_letter(session, slug)
+        posts = letter_store.posts_of(session, letter_pk=letter.id or 0)
+        typer.echo(
+            f"slug:     {letter.slug}\ntitle:    {letter.title}\nstate:    {letter.state}\n"
+            f"deadline: {format_utc(letter.deadline)}\nversion:  {letter.version}"
+        )
+        for post in posts:
+            typer.echo(
+                f"posted:   {post.platform}:{post.channel}"
+                + (f" ({post.message_id})" if post.message_id else " (queued)")
+            )
+        typer.echo("")
+        typer.echo(render_letter(letter_store.letter_text(letter), [], "txt"), nl=False)
+
+
+@letter_app.command("post")
+def letter_post(
+    slug: str,
+    to: Annotated[list[str], typer.Option("--to", help="PLATFORM:CHANNEL, repeatable.")],
+) -> None:
+    """Open a letter for signing and queue its posts; the running bot delivers them."""
+    targets = []
+    for raw in to:
+        try:
+            targets.append(parse_target(raw))
+        except CampaignError as exc:
+            fail(str(exc))
+    with opened() as (config, database), database.session() as session:
+        letter = require_letter(session, slug)
+        queued = post_letter(
+            session, settings=config, letter=letter, targets=targets, actor=CLI_ACTOR, now=utcnow()
+        )
+    for target in targets:
+        typer.echo(f"{'queued' if target in queued else 'already posted'}: {target}")
+    typer.echo(f"{slug} is open until {format_utc(letter.deadline)}")
+
+
+@letter_app.command("close")
+def letter_close(slug: str) -> None:
+    """Close signing now and compile the letter."""
+    with opened() as (config, database), database.session() as session:
+        letter = require_letter(session, slug)
+        compilation = close_and_announce(
+            session, settings=config, letter=letter, actor=CLI_ACTOR, now=utcnow()
+        )
+        if compilation is None:
+            fail(f"{slug} is already closed")
+    typer.echo(
+        f"closed {slug} with {compilation.signatory_count} signatures; "
+        "the running bot writes and announces the compiled letter"
+    )
+
+
+@letter_app.command("extend")
+def letter_extend(
+    slug: str,
+    deadline: Annotated[str, typer.Option("--deadline", help="ISO 8601 or +30m, +2h, +3d.")],
+) -> None:
+    """Move a letter's deadline."""
+    with opened() as (config, database), database.session() as session:
+        letter = require_letter(session, slug)
+        now = utcnow()
+        when = _deadline(deadline, config, now)
+        extend_letter(
+            session, settings=config, letter=letter, deadline=when, actor=CLI_ACTOR, now=now
+        )
+    typer.echo(f"{slug}: deadline is now {format_utc(when)}")
+
+
+# --- status, compile, audit ------------------------------------------------------------------
+
+
+@app.command("status")
+def status(
+    slug: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """A letter's signatures by group, time left, names, pending accounts and who is missing."""
+    with opened() as (config, database), database.session() as session:
+        letter = require_letter(session, slug)
+        view = status_view(
+            session, settings=config, letter=letter, asker=None, coordinator=True, now=utcnow()
+        )
+    if as_json:
+        typer.echo(json.dumps(view.as_json(), ensure_ascii=False, indent=2))
+        return
+    from bot.templating import render
+
+    typer.echo(
+        render("replies/status.j2", "text", view=view, known=False, signed_at=None), nl=False
+    )
+
+
+@app.command("compile")
+def compile_letter(
+    slug: str,
+    fmt: Annotated[str, typer.Option("--format", help="txt, md, html, csv or json.")] = "txt",
+    out: Annotated[Path | None, typer.Option("--out", help="Write to FILE, not stdout.")] = None,
+) -> None:
+    """A preview while the letter is open; the final text once it is closed."""
+    if fmt not in FORMATS:
+        typer.echo(f"cosign: --format must be one of {', '.join(FORMATS)}", err=True)
+        raise typer.Exit(2)
+    from bot.store.signatures import signatories
+
+    with opened() as (_, database), database.session() as session:
+        letter = require_letter(session, slug)
+        assert letter.id is not None
+        compilation = letter_store.get_compilation(session, letter_pk=letter.id)
+        if compilation is not None and fmt in compilation.outputs:
+            text = compilation.outputs[fmt]
+        else:
+            text = render_letter(
+                letter_store.letter_text(letter), signatories(session, letter_pk=letter.id), fmt
+            )
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {out}", err=True)
+
+
+@app.command("audit")
+def audit(
+    slug: str,
+    verify: Annotated[bool, typer.Option("--verify", help="Check the whole hash chain.")] = False,
+) -> None:
+    """A letter's audit events; --verify checks the whole chain and exits 1 if it is broken."""
+    with opened() as (_, database), database.session() as session:
+        require_letter(session, slug)
+        for event in audit_store.list_events(session, letter_slug=slug):
+            detail = json.dumps(event.detail, ensure_ascii=False, sort_keys=True)
+            typer.echo(
+                f"{event.seq:>6} {iso_utc(event.at)} {event.actor} {event.action}"
+                f"{' ' + event.member_id if event.member_id else ''} {detail}"
+            )
+        problems = audit_store.verify_chain(session) if verify else []
+    if verify:
+        if problems:
+            for problem in problems:
+                typer.echo(f"cosign: audit event {problem.seq}: {problem.reason}", err=True)
+            fail(f"the audit chain is broken ({len(problems)} problem(s))")
+        typer.echo("audit chain verified: intact")
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+@app.command("run")
+def run() -> None:
+    """Run the enabled platforms and the scheduler until SIGINT/SIGTERM."""
+    from bot.serve import build_platforms, serve
+
+    with opened() as (config, database):
+        platforms = build_platforms(config, console_stdin_required=True)
+        asyncio.run(serve(config, database, platforms))
+
+
+@app.command("console")
+def console(
+    user: Annotated[
+        str | None, typer.Option("--as", help="Who speaks (a member_id, or a coordinator name).")
+    ] = None,
+    channel: Annotated[str, typer.Option("--channel", help="Channel, e.g. #general.")] = "#general",
+) -> None:
+    """The console platform alone, on the same database."""
+    from bot.platforms.console import ConsolePlatform
+    from bot.serve import serve_console
+
+    with opened() as (config, database):
+        speaker = user or (
+            config.coordinators.console[0] if config.coordinators.console else "coordinator"
+        )
+        platform = ConsolePlatform(user=speaker, channel=channel)
+        asyncio.run(serve_console(config, database, platform))
+
+
+@app.command("demo")
+def demo() -> None:
+    """A whole campaign in seconds on a throwaway database (writes nothing outside a temp dir)."""
+    from bot.demo import run_demo
+
+    try:
+        run_demo()
+    except (CampaignError, RosterError, LetterFileError) as exc:
+        fail(str(exc))
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _deadline(raw: str, config: Settings, now: Any) -> Any:
+    try:
+        return parse_when(raw, now=now, zone=config.letters.zone)
+    except BadTime as exc:
+        fail(str(exc))
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}")
+
+
+def _read_text(path: Path) -> str:
+    data = _read_bytes(path)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        fail(f"{path} is not UTF-8 text")
+
+
+def _name(member: Any) -> str:
+    from bot.names import render_name
+
+    return render_name(
+        title=member.title,
+        given_name=member.given_name,
+        family_name=member.family_name,
+        post_nominals=member.post_nominals,
+        display_name=member.display_name,
+    )
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    if not rows:
+        typer.echo("(none)")
+        return
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def main() -> None:
+    app()

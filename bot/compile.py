@@ -1,0 +1,149 @@
+"""Rendering a letter with its signatories into txt, md, html, csv and json (no I/O)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import nh3
+from markdown_it import MarkdownIt
+
+from bot.names import Signatory, group_signatories
+from bot.templating import Safe, render
+from bot.timeutil import iso_utc
+
+FORMATS = ("txt", "md", "html", "csv", "json")
+LETTER_FILES = ("txt", "md", "html")
+
+# html=False: raw HTML in the letter body is shown as text, never passed through.
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+_ALLOWED_TAGS = {
+    "p",
+    "br",
+    "em",
+    "strong",
+    "a",
+    "ul",
+    "ol",
+    "li",
+    "blockquote",
+    "code",
+    "pre",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+}
+
+
+@dataclass(frozen=True)
+class LetterText:
+    slug: str
+    title: str
+    date: str
+    addressees: Sequence[str]
+    body: str
+    closing: str
+    signed_by: str
+
+
+def body_to_html(body: str) -> str:
+    """Render the letter's Markdown and sanitise it: the body is data, never trusted markup."""
+    rendered = _markdown.render(body)
+    return nh3.clean(
+        rendered,
+        tags=_ALLOWED_TAGS,
+        attributes={"a": {"href", "title"}},
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+    )
+
+
+def render_letter(letter: LetterText, signatories: Sequence[Signatory], fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "csv":
+        return render_csv(signatories)
+    if fmt == "json":
+        return render_json(letter, signatories)
+    groups = group_signatories(signatories)
+    context = {
+        "title": letter.title,
+        "date": letter.date,
+        "addressees": list(letter.addressees),
+        "closing": letter.closing,
+        "signed_by": letter.signed_by,
+        "groups": groups,
+    }
+    if fmt == "txt":
+        return render("letter.txt.j2", "text", body=letter.body, **context)
+    if fmt == "md":
+        # The body is the letter's own Markdown, as written; everything else is escaped.
+        return render(
+            "letter.md.j2", "md", body=Safe(letter.body), hard_break=Safe("\\"), **context
+        )
+    return render("letter.html.j2", "html", body_html=Safe(body_to_html(letter.body)), **context)
+
+
+def render_csv(signatories: Sequence[Signatory]) -> str:
+    """Signatories in letter order; cells starting with = + - @ get a quote (formula injection)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["group", "name", "member_id", "signed_at", "via"])
+    for group in group_signatories(signatories):
+        for s in group.signatories:
+            writer.writerow(
+                [
+                    _csv_cell(group.name),
+                    _csv_cell(s.name),
+                    _csv_cell(s.member_id),
+                    iso_utc(s.signed_at) if s.signed_at else "",
+                    s.via,
+                ]
+            )
+    return out.getvalue()
+
+
+def _csv_cell(value: str) -> str:
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def render_json(letter: LetterText, signatories: Sequence[Signatory]) -> str:
+    groups = group_signatories(signatories)
+    document = {
+        "slug": letter.slug,
+        "title": letter.title,
+        "date": letter.date,
+        "addressees": list(letter.addressees),
+        "body": letter.body,
+        "closing": letter.closing,
+        "signed_by": letter.signed_by,
+        "signatures": sum(len(g.signatories) for g in groups),
+        "groups": [
+            {
+                "group": g.name,
+                "signatories": [
+                    {
+                        "member_id": s.member_id,
+                        "name": s.name,
+                        "signed_at": iso_utc(s.signed_at) if s.signed_at else None,
+                        "via": s.via,
+                    }
+                    for s in g.signatories
+                ],
+            }
+            for g in groups
+        ],
+    }
+    return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

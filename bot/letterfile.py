@@ -1,0 +1,129 @@
+"""The letter file: Markdown with TOML front matter between +++ lines.
+
+The body is data: it is stored and printed as written (NFC) and never evaluated as a template.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+
+from bot.names import nfc
+from bot.timeutil import BadTime, parse_when
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
+TEMPLATES = ("letter",)
+_REQUIRED = ("slug", "title", "deadline", "addressees")
+_KNOWN = {"slug", "title", "date", "deadline", "closing", "signed_by", "addressees", "template"}
+
+
+class LetterFileError(ValueError):
+    """The letter file is malformed; the message says where."""
+
+
+@dataclass
+class LetterSource:
+    slug: str
+    title: str
+    date: str
+    deadline: datetime | None
+    closing: str
+    signed_by: str
+    addressees: list[str]
+    body: str
+    template: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return letter_version(
+            title=self.title,
+            date=self.date,
+            addressees=self.addressees,
+            body=self.body,
+            closing=self.closing,
+            signed_by=self.signed_by,
+        )
+
+
+def letter_version(
+    *, title: str, date: str, addressees: list[str], body: str, closing: str, signed_by: str
+) -> str:
+    """SHA-256 of the text a signer reads, so a signature records which text was signed."""
+    canonical = json.dumps(
+        [title, date, addressees, body, closing, signed_by],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def parse_letter(
+    text: str, *, zone: tzinfo, now: datetime, deadline_required: bool = True
+) -> LetterSource:
+    text = text.lstrip("\ufeff").replace("\r\n", "\n")
+    lines = text.split("\n")
+    if not lines or lines[0].strip() != "+++":
+        raise LetterFileError("line 1: the file must start with a '+++' line (TOML front matter)")
+    try:
+        end = next(i for i in range(1, len(lines)) if lines[i].strip() == "+++")
+    except StopIteration:
+        raise LetterFileError("the front matter is not closed: no second '+++' line") from None
+    try:
+        meta = tomllib.loads("\n".join(lines[1:end]))
+    except tomllib.TOMLDecodeError as exc:
+        raise LetterFileError(f"front matter is not valid TOML: {exc}") from None
+    missing = [key for key in _REQUIRED if key not in meta]
+    if missing:
+        raise LetterFileError("front matter is missing: " + ", ".join(missing))
+    unknown = sorted(set(meta) - _KNOWN)
+    if unknown:
+        raise LetterFileError("front matter has unknown keys: " + ", ".join(unknown))
+    for key in ("slug", "title", "date", "closing", "signed_by", "template"):
+        if key in meta and not isinstance(meta[key], str):
+            raise LetterFileError(f"front matter: {key} must be a string")
+    addressees = meta["addressees"]
+    if not isinstance(addressees, list) or not all(isinstance(a, str) for a in addressees):
+        raise LetterFileError("front matter: addressees must be a list of strings")
+    slug = meta["slug"]
+    if not SLUG.match(slug):
+        raise LetterFileError(
+            f"front matter: slug {slug!r} must be lowercase letters, digits and '-' (max 100)"
+        )
+    template = meta.get("template", "")
+    if template and template not in TEMPLATES:
+        raise LetterFileError(
+            f"front matter: unknown template {template!r} (known: {', '.join(TEMPLATES)})"
+        )
+    if not meta["title"].strip():
+        raise LetterFileError("front matter: title is empty")
+    deadline = _read_deadline(meta["deadline"], zone=zone, now=now)
+    body = "\n".join(lines[end + 1 :]).strip("\n")
+    if not body.strip():
+        raise LetterFileError("the letter has no body after the front matter")
+    return LetterSource(
+        slug=slug,
+        title=nfc(meta["title"].strip()),
+        date=nfc(meta.get("date", "").strip()),
+        deadline=deadline,
+        closing=nfc(meta.get("closing", "").strip()),
+        signed_by=nfc(meta.get("signed_by", "").strip()),
+        addressees=[nfc(a.strip()) for a in addressees if a.strip()],
+        body=nfc(body),
+        template=template,
+    )
+
+
+def _read_deadline(value: object, *, zone: tzinfo, now: datetime) -> datetime:
+    if isinstance(value, datetime):
+        return parse_when(value.isoformat(), now=now, zone=zone)
+    if isinstance(value, str):
+        try:
+            return parse_when(value, now=now, zone=zone)
+        except BadTime as exc:
+            raise LetterFileError(f"front matter: deadline: {exc}") from None
+    raise LetterFileError("front matter: deadline must be an ISO 8601 date-time")

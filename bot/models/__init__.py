@@ -1,0 +1,24 @@
+"""SQLModel tables, one module per entity (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from bot.models.audit import AuditEvent
+from bot.models.letter import Compilation, Letter, LetterState, Post, Reminder
+from bot.models.member import Identity, Member, PendingRequest, Role
+from bot.models.outbox import OutboxMessage
+from bot.models.signature import Signature
+
+__all__ = [
+    "AuditEvent",
+    "Compilation",
+    "Identity",
+    "Letter",
+    "LetterState",
+    "Member",
+    "OutboxMessage",
+    "PendingRequest",
+    "Post",
+    "Reminder",
+    "Role",
+    "Signature",
+]

@@ -1,0 +1,80 @@
+"""Letters, where they were posted, reminders sent and the one compilation of each."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from bot.models._types import UTCDateTime, utcnow
+
+
+class LetterState(StrEnum):
+    draft = "draft"
+    open = "open"
+    closed = "closed"
+
+
+class Letter(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(index=True, unique=True, max_length=200)
+    title: str
+    date: str = ""
+    addressees: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    closing: str = ""
+    signed_by: str = ""
+    template: str = ""
+    deadline: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    state: str = Field(default=LetterState.draft.value, max_length=10, index=True)
+    version: str = Field(max_length=64)
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    opened_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    closed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class Post(SQLModel, table=True):
+    """Where a letter was posted, so counters can be updated and buttons removed at close."""
+
+    __table_args__ = (UniqueConstraint("letter_pk", "platform", "channel", name="uq_post_channel"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    letter_pk: int = Field(foreign_key="letter.id", index=True)
+    platform: str = Field(max_length=20)
+    channel: str = Field(max_length=255)
+    message_id: str | None = Field(default=None, max_length=255, index=True)
+    shown_count: int | None = None
+    shown_state: str | None = Field(default=None, max_length=10)
+    posted_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    updated_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class Reminder(SQLModel, table=True):
+    """One row per (letter, offset, deadline): sent or skipped, never twice."""
+
+    __table_args__ = (
+        UniqueConstraint("letter_pk", "offset_label", "deadline", name="uq_reminder_once"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    letter_pk: int = Field(foreign_key="letter.id", index=True)
+    offset_label: str = Field(max_length=20)
+    deadline: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    status: str = Field(max_length=10)  # sent | skipped
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+
+
+class Compilation(SQLModel, table=True):
+    """The final text of a closed letter; the unique letter_pk makes compilation happen once."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    letter_pk: int = Field(foreign_key="letter.id", unique=True)
+    compiled_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    signatory_count: int
+    outputs: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    sha256: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    files_written_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))

@@ -1,0 +1,94 @@
+"""How signatories print and in which order (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+from pyuca import Collator
+
+_collator: Collator | None = None
+
+
+def nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def _get_collator() -> Collator:
+    global _collator
+    if _collator is None:
+        _collator = Collator()  # DUCET root order; built once, it takes ~0.3 s
+    return _collator
+
+
+@lru_cache(maxsize=65536)
+def primary_key(text: str) -> tuple[int, ...]:
+    """The UCA primary weights: accents, strokes and case never change where a word files."""
+    full = _get_collator().sort_key(nfc(text))
+    primaries: list[int] = []
+    for weight in full:
+        if weight == 0:  # level separator: the primary level ends here
+            break
+        primaries.append(weight)
+    return tuple(primaries)
+
+
+@lru_cache(maxsize=65536)
+def full_key(text: str) -> tuple[int, ...]:
+    """Complete UCA key, used only to break ties between primary-equal strings."""
+    return tuple(_get_collator().sort_key(nfc(text)))
+
+
+def collation_key(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return (primary_key(text), full_key(text))
+
+
+def render_name(
+    *, title: str, given_name: str, family_name: str, post_nominals: str, display_name: str = ""
+) -> str:
+    if display_name.strip():
+        return nfc(display_name.strip())
+    parts = [title, given_name, family_name, post_nominals]
+    return nfc(" ".join(part.strip() for part in parts if part and part.strip()))
+
+
+@dataclass(frozen=True)
+class Signatory:
+    member_id: str
+    name: str
+    group: str
+    family_name: str
+    given_name: str
+    signed_at: datetime | None = None
+    via: str = ""
+
+    @property
+    def line(self) -> str:
+        return f"{self.name} ({self.group})"
+
+    def sort_key(self) -> tuple[object, ...]:
+        return (
+            collation_key(self.family_name),
+            collation_key(self.given_name),
+            self.member_id,
+        )
+
+
+@dataclass(frozen=True)
+class SignatoryGroup:
+    name: str
+    signatories: list[Signatory]
+
+
+def group_signatories(signatories: Iterable[Signatory]) -> list[SignatoryGroup]:
+    """Groups in collation order of their name; members by family, given name, member_id."""
+    by_group: dict[str, list[Signatory]] = {}
+    for signatory in signatories:
+        by_group.setdefault(nfc(signatory.group), []).append(signatory)
+    ordered = sorted(by_group, key=lambda name: (collation_key(name), name))
+    return [
+        SignatoryGroup(name, sorted(by_group[name], key=Signatory.sort_key)) for name in ordered
+    ]

@@ -1,0 +1,318 @@
+"""Roster CSV import (all or nothing, every problem with its line number) and export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+
+from sqlmodel import Session
+
+from bot.models import Member, Role
+from bot.models._types import utcnow
+from bot.names import nfc
+from bot.store import audit
+from bot.store.members import (
+    get_identity,
+    get_member,
+    identities_of,
+    link_identity,
+    list_members,
+)
+
+COLUMNS = (
+    "member_id",
+    "title",
+    "given_name",
+    "family_name",
+    "post_nominals",
+    "group",
+    "display_name",
+    "email",
+    "slack_id",
+    "matrix_id",
+    "role",
+)
+_MEMBER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_MATRIX_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d{1,5})?$")
+_SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+class RosterError(ValueError):
+    """The roster was refused; ``problems`` lists every one with its line number."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(f"roster refused: {len(problems)} problem(s)")
+        self.problems = problems
+
+
+@dataclass
+class RosterRow:
+    line: int
+    values: dict[str, str]
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    linked: list[str] = field(default_factory=list)
+
+
+def parse_roster(data: bytes | str) -> list[RosterRow]:
+    """Parse and validate; raise RosterError with every problem found."""
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise RosterError([f"the file is not UTF-8 (byte {exc.start})"]) from None
+    else:
+        text = data.lstrip("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise RosterError(["line 1: the file is empty; a header line is required"]) from None
+    except csv.Error as exc:
+        raise RosterError([f"line 1: {exc}"]) from None
+    names = [nfc(h.strip()).lower() for h in header]
+    problems: list[str] = []
+    missing = [c for c in ("member_id", "family_name", "group") if c not in names]
+    if missing:
+        problems.append(f"line 1: header is missing column(s): {', '.join(missing)}")
+    unknown = [n for n in names if n not in COLUMNS]
+    if unknown:
+        problems.append(f"line 1: unknown column(s): {', '.join(unknown)}")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"line 1: repeated column(s): {', '.join(dupes)}")
+    if problems:
+        raise RosterError(problems)
+    rows: list[RosterRow] = []
+    try:
+        for record in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in record):
+                continue
+            if len(record) != len(names):
+                problems.append(f"line {line}: expected {len(names)} fields, found {len(record)}")
+                continue
+            values = {c: "" for c in COLUMNS}
+            values.update({n: nfc(v.strip()) for n, v in zip(names, record, strict=True)})
+            rows.append(RosterRow(line, values))
+    except csv.Error as exc:
+        problems.append(f"line {reader.line_num}: {exc}")
+    problems.extend(_validate(rows))
+    if problems:
+        raise RosterError(sorted(problems, key=_line_of))
+    return rows
+
+
+def _line_of(problem: str) -> int:
+    match = re.match(r"line (\d+)", problem)
+    return int(match.group(1)) if match else 0
+
+
+def _validate(rows: list[RosterRow]) -> list[str]:
+    problems: list[str] = []
+    seen_ids: dict[str, int] = {}
+    seen_accounts: dict[tuple[str, str], int] = {}
+    for row in rows:
+        v, line = row.values, row.line
+        role = v["role"].lower() or Role.member.value
+        v["role"] = role
+        if not v["member_id"]:
+            problems.append(f"line {line}: member_id is missing")
+        elif not _MEMBER_ID.match(v["member_id"]):
+            problems.append(
+                f"line {line}: member_id {v['member_id']!r} may use letters, digits, '.', '_', '-'"
+            )
+        elif v["member_id"] in seen_ids:
+            problems.append(
+                f"line {line}: duplicate member_id {v['member_id']!r} "
+                f"(first on line {seen_ids[v['member_id']]})"
+            )
+        else:
+            seen_ids[v["member_id"]] = line
+        if role not in (Role.member.value, Role.coordinator.value):
+            problems.append(f"line {line}: unknown role {v['role']!r} (member or coordinator)")
+        elif role == Role.member.value:
+            if not v["family_name"] and not v["display_name"]:
+                problems.append(f"line {line}: family_name is missing")
+            if not v["group"]:
+                problems.append(f"line {line}: group is missing")
+        if v["matrix_id"] and not _MATRIX_ID.match(v["matrix_id"]):
+            problems.append(
+                f"line {line}: matrix_id {v['matrix_id']!r} is not a Matrix user id "
+                "like @name:server.org"
+            )
+        if v["slack_id"] and not _SLACK_ID.match(v["slack_id"]):
+            problems.append(
+                f"line {line}: slack_id {v['slack_id']!r} is not a Slack user id like U0123ABC"
+            )
+        if v["email"] and "@" not in v["email"]:
+            problems.append(f"line {line}: email {v['email']!r} is not an e-mail address")
+        for platform in ("slack", "matrix"):
+            account = v[f"{platform}_id"]
+            if not account:
+                continue
+            key = (platform, account)
+            if key in seen_accounts:
+                problems.append(
+                    f"line {line}: duplicate {platform}_id {account!r} "
+                    f"(first on line {seen_accounts[key]})"
+                )
+            else:
+                seen_accounts[key] = line
+    return problems
+
+
+_MEMBER_FIELDS = (
+    "title",
+    "given_name",
+    "family_name",
+    "post_nominals",
+    "group",
+    "display_name",
+    "email",
+    "role",
+)
+
+
+def import_roster(session: Session, *, data: bytes | str, actor: str) -> ImportResult:
+    """Create or update members by member_id; never deletes members or signatures."""
+    rows = parse_roster(data)
+    problems: list[str] = []
+    for row in rows:
+        for platform in ("slack", "matrix"):
+            account = row.values[f"{platform}_id"]
+            if not account:
+                continue
+            identity = get_identity(session, platform=platform, external_id=account)
+            if identity is None:
+                continue
+            owner = session.get(Member, identity.member_pk)
+            if owner is not None and owner.member_id != row.values["member_id"]:
+                problems.append(
+                    f"line {row.line}: {platform}_id {account!r} is already linked to "
+                    f"{owner.member_id!r}"
+                )
+    if problems:
+        raise RosterError(problems)
+    result = ImportResult()
+    for row in rows:
+        v = row.values
+        member = get_member(session, member_id=v["member_id"])
+        if member is None:
+            member = Member.model_validate(
+                {"member_id": v["member_id"], **{f: v[f] for f in _MEMBER_FIELDS}}
+            )
+            session.add(member)
+            session.flush()
+            result.created += 1
+            audit.append(
+                session,
+                actor=actor,
+                action="member.created",
+                member_id=member.member_id,
+                detail={f: v[f] for f in _MEMBER_FIELDS},
+            )
+        else:
+            changes = {f: v[f] for f in _MEMBER_FIELDS if getattr(member, f) != v[f]}
+            if not member.active:
+                member.active = True
+                changes["active"] = "true"
+            if changes:
+                for name, value in changes.items():
+                    if name != "active":
+                        setattr(member, name, value)
+                member.updated_at = utcnow()
+                session.add(member)
+                result.updated += 1
+                audit.append(
+                    session,
+                    actor=actor,
+                    action="member.updated",
+                    member_id=member.member_id,
+                    detail=changes,
+                )
+            else:
+                result.unchanged += 1
+        for platform in ("slack", "matrix"):
+            account = v[f"{platform}_id"]
+            _drop_stale_roster_links(
+                session, member=member, platform=platform, keep=account, actor=actor
+            )
+            if account:
+                existing = get_identity(session, platform=platform, external_id=account)
+                if existing is None or existing.member_pk != member.id:
+                    link_identity(
+                        session,
+                        platform=platform,
+                        external_id=account,
+                        member=member,
+                        linked_via="roster",
+                        linked_by=actor,
+                    )
+                    result.linked.append(f"{platform}:{account}")
+                    audit.append(
+                        session,
+                        actor=actor,
+                        action="identity.linked",
+                        member_id=member.member_id,
+                        detail={"platform": platform, "account": account, "via": "roster"},
+                    )
+    return result
+
+
+def _drop_stale_roster_links(
+    session: Session, *, member: Member, platform: str, keep: str, actor: str
+) -> None:
+    """The roster owns roster links: a changed or removed chat id unlinks the old one."""
+    assert member.id is not None
+    for identity in identities_of(session, member_pk=member.id):
+        if (
+            identity.platform == platform
+            and identity.linked_via == "roster"
+            and (identity.external_id != keep)
+        ):
+            session.delete(identity)
+            session.flush()
+            audit.append(
+                session,
+                actor=actor,
+                action="identity.unlinked",
+                member_id=member.member_id,
+                detail={"platform": platform, "account": identity.external_id},
+            )
+
+
+def export_roster(session: Session) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for member in list_members(session):
+        assert member.id is not None
+        accounts = {
+            i.platform: i.external_id
+            for i in identities_of(session, member_pk=member.id)
+            if i.linked_via == "roster"
+        }
+        writer.writerow(
+            [
+                member.member_id,
+                member.title,
+                member.given_name,
+                member.family_name,
+                member.post_nominals,
+                member.group,
+                member.display_name,
+                member.email,
+                accounts.get("slack", ""),
+                accounts.get("matrix", ""),
+                member.role,
+            ]
+        )
+    return out.getvalue()

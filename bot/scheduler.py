@@ -1,0 +1,157 @@
+"""The deadline scheduler: closes due letters once, sends reminders once, writes the files.
+
+Safe to run in several processes at once: closing goes through one conditional UPDATE, reminders
+through a unique row per (letter, offset, deadline), outbox rows through unique keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlmodel import Session
+
+from bot.campaign import close_and_announce, enqueue_reminder
+from bot.models import Letter, LetterState
+from bot.models._types import utcnow
+from bot.store import letters
+
+if TYPE_CHECKING:
+    from bot.runtime import Bot
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FILES = {
+    "txt": "letter.txt",
+    "md": "letter.md",
+    "html": "letter.html",
+    "csv": "signatories.csv",
+}
+
+
+class Scheduler:
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+
+    async def run(self) -> None:
+        """Tick until cancelled; the first tick runs at once (catch-up after downtime)."""
+        while True:
+            try:
+                changed = await asyncio.to_thread(self.tick)
+                if changed:
+                    self.bot.deliverer.notify()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduler tick failed; carrying on")
+            await asyncio.sleep(self.bot.settings.scheduler.tick_seconds)
+
+    def tick(self, now: datetime | None = None) -> bool:
+        now = now or utcnow()
+        changed = self.close_due(now)
+        changed |= self.send_reminders(now)
+        self.write_files()
+        return changed
+
+    def close_due(self, now: datetime) -> bool:
+        with self.bot.database.session() as session:
+            due = [letter.slug for letter in letters.due_letters(session, now=now)]
+        closed_any = False
+        for slug in due:
+            with self.bot.database.session() as session:
+                letter = letters.get_letter(session, slug=slug)
+                if letter is None or letter.state != LetterState.open.value:
+                    continue
+                compilation = close_and_announce(
+                    session, settings=self.bot.settings, letter=letter, actor="scheduler", now=now
+                )
+            if compilation is not None:
+                closed_any = True
+                log.info(
+                    "closed %s at its deadline with %d signatures",
+                    slug,
+                    compilation.signatory_count,
+                )
+        return closed_any
+
+    def send_reminders(self, now: datetime) -> bool:
+        offsets = self.bot.settings.scheduler.reminder_offsets
+        if not offsets:
+            return False
+        with self.bot.database.session() as session:
+            slugs = [
+                letter.slug
+                for letter in letters.list_letters(session, state="open")
+                if letter.deadline > now
+            ]
+        sent_any = False
+        for slug in slugs:
+            with self.bot.database.session() as session:
+                letter = letters.get_letter(session, slug=slug)
+                if letter is None or letter.state != LetterState.open.value:
+                    continue
+                sent_any |= self._remind(session, letter, now)
+        return sent_any
+
+    def _remind(self, session: Session, letter: Letter, now: datetime) -> bool:
+        due = [
+            label
+            for label, offset in self.bot.settings.scheduler.reminder_offsets
+            if letter.deadline - offset <= now
+        ]
+        if not due:
+            return False
+        # Offsets come largest first: only the latest due one is sent; earlier ones it overtook
+        # (the bot was down) are skipped rather than sent in a burst.
+        *overtaken, latest = due
+        for label in overtaken:
+            letters.record_reminder(
+                session, letter=letter, offset_label=label, status="skipped", at=now
+            )
+        if (
+            letters.record_reminder(
+                session, letter=letter, offset_label=latest, status="sent", at=now
+            )
+            is None
+        ):
+            return False
+        enqueue_reminder(session, letter=letter, label=latest, now=now)
+        log.info("reminder %s queued for %s", latest, letter.slug)
+        return True
+
+    def write_files(self) -> None:
+        with self.bot.database.session() as session:
+            pending = list(letters.compilations_without_files(session))
+        for compilation in pending:
+            with self.bot.database.session() as session:
+                letter = session.get(Letter, compilation.letter_pk)
+                assert letter is not None
+                write_outputs(
+                    self.bot.settings.letters.output_dir / letter.slug, compilation.outputs
+                )
+                row = letters.get_compilation(session, letter_pk=compilation.letter_pk)
+                if row is not None:
+                    row.files_written_at = utcnow()
+                    session.add(row)
+            log.info("wrote %s", self.bot.settings.letters.output_dir / letter.slug)
+
+
+def write_outputs(directory: Path, outputs: dict[str, str]) -> None:
+    """Write each file atomically (temp file + rename): a reader never sees half a letter."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for fmt, filename in OUTPUT_FILES.items():
+        if fmt not in outputs:
+            continue
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{filename}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                handle.write(outputs[fmt])
+            os.replace(tmp, directory / filename)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,66 @@
+"""Starting and stopping the bot process: platforms from settings, signals, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from bot.config import ConfigError, Settings
+from bot.db import Database
+from bot.platforms.base import Platform
+from bot.platforms.console import ConsolePlatform
+from bot.runtime import Bot
+
+log = logging.getLogger(__name__)
+
+
+def build_platforms(settings: Settings, *, console_stdin_required: bool) -> list[Platform]:
+    platforms: list[Platform] = []
+    if settings.console.enabled:
+        if console_stdin_required and not sys.stdin.isatty():
+            log.warning("console platform skipped: stdin is not a terminal")
+        else:
+            user = (
+                settings.coordinators.console[0] if settings.coordinators.console else "coordinator"
+            )
+            platforms.append(ConsolePlatform(user=user))
+    if settings.slack.enabled:
+        raise ConfigError("slack.enabled: the Slack platform is not available in this version")
+    if settings.matrix.enabled:
+        raise ConfigError("matrix.enabled: the Matrix platform is not available in this version")
+    return platforms
+
+
+async def serve(settings: Settings, database: Database, platforms: list[Platform]) -> None:
+    """Run until SIGINT/SIGTERM (or, with an interactive console, until Ctrl-D)."""
+    bot = Bot(settings, database, platforms)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await bot.start()
+    log.info("cosign running: %s", ", ".join(bot.running_platforms) or "scheduler only")
+    waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
+    for platform in platforms:
+        if isinstance(platform, ConsolePlatform):
+            waiters.append(asyncio.create_task(platform.serve()))
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await bot.stop()
+        log.info("cosign stopped")
+
+
+async def serve_console(settings: Settings, database: Database, platform: ConsolePlatform) -> None:
+    """`cosign console`: the console platform, its outbox and the scheduler, until end of input."""
+    bot = Bot(settings, database, [platform])
+    await bot.start()
+    try:
+        await platform.serve()
+    finally:
+        await bot.stop()

@@ -1,0 +1,145 @@
+"""The audit chain: every state change appends one event; the chain is one for the database."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+
+from bot.db import is_postgres
+from bot.models import AuditEvent
+from bot.models._types import utcnow
+from bot.timeutil import iso_utc
+
+GENESIS = "0" * 64
+_AUDIT_LOCK_ID = 0x636F7369  # "cosi": serialises appends across processes on PostgreSQL
+
+
+def event_hash(
+    *,
+    prev_hash: str,
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    letter_slug: str | None,
+    member_id: str | None,
+    detail: dict[str, Any],
+) -> str:
+    canonical = json.dumps(
+        {
+            "seq": seq,
+            "at": iso_utc(at),
+            "actor": actor,
+            "action": action,
+            "letter": letter_slug,
+            "member": member_id,
+            "detail": detail,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
+
+
+def append(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    letter_slug: str | None = None,
+    member_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> AuditEvent:
+    if is_postgres(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _AUDIT_LOCK_ID})
+    last = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(1)).first()
+    seq = (last.seq + 1) if last else 1
+    prev_hash = last.hash if last else GENESIS
+    moment = at or utcnow()
+    clean_detail = json.loads(json.dumps(detail or {}, default=str, ensure_ascii=False))
+    event = AuditEvent(
+        seq=seq,
+        at=moment,
+        actor=actor,
+        action=action,
+        letter_slug=letter_slug,
+        member_id=member_id,
+        detail=clean_detail,
+        prev_hash=prev_hash,
+        hash=event_hash(
+            prev_hash=prev_hash,
+            seq=seq,
+            at=moment,
+            actor=actor,
+            action=action,
+            letter_slug=letter_slug,
+            member_id=member_id,
+            detail=clean_detail,
+        ),
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+def list_events(session: Session, *, letter_slug: str) -> Sequence[AuditEvent]:
+    query = select(AuditEvent).where(AuditEvent.letter_slug == letter_slug)
+    return session.exec(query.order_by(col(AuditEvent.seq))).all()
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    seq: int
+    reason: str
+
+
+def verify_chain(session: Session) -> list[ChainProblem]:
+    """Recompute the whole chain; any edited, removed or reordered row shows up as a problem."""
+    problems: list[ChainProblem] = []
+    prev_hash = GENESIS
+    expected_seq = 1
+    for event in _iterate(session):
+        if event.seq != expected_seq:
+            problems.append(ChainProblem(event.seq, f"expected seq {expected_seq} (rows missing)"))
+        if event.prev_hash != prev_hash:
+            problems.append(ChainProblem(event.seq, "prev_hash does not match the previous event"))
+        recomputed = event_hash(
+            prev_hash=event.prev_hash,
+            seq=event.seq,
+            at=event.at,
+            actor=event.actor,
+            action=event.action,
+            letter_slug=event.letter_slug,
+            member_id=event.member_id,
+            detail=event.detail,
+        )
+        if recomputed != event.hash:
+            problems.append(ChainProblem(event.seq, "hash does not match the event's content"))
+        prev_hash = event.hash
+        expected_seq = event.seq + 1
+    return problems
+
+
+def _iterate(session: Session, batch: int = 2000) -> Iterator[AuditEvent]:
+    after = 0
+    while True:
+        rows = session.exec(
+            select(AuditEvent)
+            .where(AuditEvent.seq > after)
+            .order_by(col(AuditEvent.seq))
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1].seq

@@ -1,0 +1,261 @@
+"""Letters and their lifecycle: draft -> open -> closed, with the one compilation at close."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from bot.compile import FORMATS, LetterText, render_letter, sha256_hex
+from bot.letterfile import LetterSource
+from bot.models import Compilation, Letter, LetterState, Post, Reminder
+from bot.store import audit
+from bot.store.signatures import signatories
+
+
+def get_letter(session: Session, *, slug: str) -> Letter | None:
+    return session.exec(select(Letter).where(Letter.slug == slug)).first()
+
+
+def list_letters(session: Session, *, state: str | None = None) -> Sequence[Letter]:
+    query = select(Letter)
+    if state is not None:
+        query = query.where(col(Letter.state) == state)
+    return session.exec(query.order_by(col(Letter.deadline), col(Letter.slug))).all()
+
+
+def create_letter(
+    session: Session, *, source: LetterSource, deadline: datetime, actor: str
+) -> Letter | None:
+    """A new draft; None when the slug is taken."""
+    if get_letter(session, slug=source.slug) is not None:
+        return None
+    letter = Letter(
+        slug=source.slug,
+        title=source.title,
+        date=source.date,
+        addressees=source.addressees,
+        body=source.body,
+        closing=source.closing,
+        signed_by=source.signed_by,
+        template=source.template,
+        deadline=deadline,
+        state=LetterState.draft.value,
+        version=source.version,
+        created_by=actor,
+    )
+    try:
+        with session.begin_nested():
+            session.add(letter)
+    except IntegrityError:
+        return None
+    audit.append(
+        session,
+        actor=actor,
+        action="letter.created",
+        letter_slug=letter.slug,
+        detail={"version": letter.version, "deadline": deadline.isoformat()},
+    )
+    return letter
+
+
+def update_letter(
+    session: Session,
+    *,
+    letter: Letter,
+    source: LetterSource,
+    deadline: datetime | None,
+    actor: str,
+    at: datetime,
+) -> Letter:
+    changes: dict[str, object] = {}
+    for name in ("title", "date", "addressees", "body", "closing", "signed_by", "template"):
+        value = getattr(source, name)
+        if getattr(letter, name) != value:
+            setattr(letter, name, value)
+            changes[name] = "changed"
+    if deadline is not None and deadline != letter.deadline:
+        changes["deadline"] = deadline.isoformat()
+        letter.deadline = deadline
+    if letter.version != source.version:
+        changes["version"] = source.version
+        letter.version = source.version
+    if changes:
+        letter.updated_at = at
+        session.add(letter)
+        audit.append(
+            session, actor=actor, action="letter.updated", letter_slug=letter.slug, detail=changes
+        )
+    return letter
+
+
+def open_letter(session: Session, *, letter: Letter, actor: str, at: datetime) -> bool:
+    """draft -> open; False when it was not a draft (already open is fine for re-posting)."""
+    result = session.execute(
+        update(Letter)
+        .where(col(Letter.id) == letter.id, col(Letter.state) == LetterState.draft.value)
+        .values(state=LetterState.open.value, opened_at=at, updated_at=at)
+    )
+    session.refresh(letter)
+    if result.rowcount:  # type: ignore[attr-defined]
+        audit.append(session, actor=actor, action="letter.opened", letter_slug=letter.slug)
+        return True
+    return False
+
+
+def extend_deadline(
+    session: Session, *, letter: Letter, deadline: datetime, actor: str, at: datetime
+) -> Letter:
+    previous = letter.deadline
+    letter.deadline = deadline
+    letter.updated_at = at
+    session.add(letter)
+    audit.append(
+        session,
+        actor=actor,
+        action="letter.deadline_moved",
+        letter_slug=letter.slug,
+        detail={"from": previous.isoformat(), "to": deadline.isoformat()},
+    )
+    return letter
+
+
+def letter_text(letter: Letter) -> LetterText:
+    return LetterText(
+        slug=letter.slug,
+        title=letter.title,
+        date=letter.date,
+        addressees=list(letter.addressees),
+        body=letter.body,
+        closing=letter.closing,
+        signed_by=letter.signed_by,
+    )
+
+
+def close_letter(
+    session: Session, *, letter: Letter, actor: str, at: datetime
+) -> Compilation | None:
+    """Atomically close an open letter and compile it; None when someone else already closed it.
+
+    The conditional UPDATE is the one gate: of two bots (or a bot and the CLI) racing here, only the
+    one whose UPDATE matched the open row compiles, in the same transaction as the state change.
+    """
+    result = session.execute(
+        update(Letter)
+        .where(col(Letter.id) == letter.id, col(Letter.state) == LetterState.open.value)
+        .values(state=LetterState.closed.value, closed_at=at, updated_at=at)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        session.refresh(letter)
+        return None
+    session.refresh(letter)
+    assert letter.id is not None
+    people = signatories(session, letter_pk=letter.id)
+    text = letter_text(letter)
+    outputs = {fmt: render_letter(text, people, fmt) for fmt in FORMATS}
+    compilation = Compilation(
+        letter_pk=letter.id,
+        compiled_at=at,
+        signatory_count=len(people),
+        outputs=outputs,
+        sha256={fmt: sha256_hex(body) for fmt, body in outputs.items()},
+    )
+    session.add(compilation)
+    session.flush()
+    audit.append(
+        session,
+        actor=actor,
+        action="letter.closed",
+        letter_slug=letter.slug,
+        detail={"signatures": len(people), "sha256": compilation.sha256},
+    )
+    return compilation
+
+
+def get_compilation(session: Session, *, letter_pk: int) -> Compilation | None:
+    return session.exec(select(Compilation).where(Compilation.letter_pk == letter_pk)).first()
+
+
+def compilations_without_files(session: Session) -> Sequence[Compilation]:
+    query = select(Compilation).where(col(Compilation.files_written_at).is_(None))
+    return session.exec(query).all()
+
+
+def due_letters(session: Session, *, now: datetime) -> Sequence[Letter]:
+    query = select(Letter).where(
+        col(Letter.state) == LetterState.open.value, col(Letter.deadline) <= now
+    )
+    return session.exec(query).all()
+
+
+def upsert_post(session: Session, *, letter_pk: int, platform: str, channel: str) -> Post:
+    post = session.exec(
+        select(Post).where(
+            Post.letter_pk == letter_pk, Post.platform == platform, Post.channel == channel
+        )
+    ).first()
+    if post is None:
+        post = Post(letter_pk=letter_pk, platform=platform, channel=channel)
+        session.add(post)
+        session.flush()
+    return post
+
+
+def posts_of(session: Session, *, letter_pk: int) -> Sequence[Post]:
+    return session.exec(
+        select(Post).where(Post.letter_pk == letter_pk).order_by(col(Post.id))
+    ).all()
+
+
+def open_letters_in_channel(session: Session, *, platform: str, channel: str) -> Sequence[Letter]:
+    query = (
+        select(Letter)
+        .join(Post, col(Post.letter_pk) == col(Letter.id))
+        .where(
+            Post.platform == platform,
+            Post.channel == channel,
+            col(Letter.state) == LetterState.open.value,
+        )
+    )
+    return session.exec(query).all()
+
+
+def letter_for_message(session: Session, *, platform: str, message_id: str) -> Letter | None:
+    query = (
+        select(Letter)
+        .join(Post, col(Post.letter_pk) == col(Letter.id))
+        .where(Post.platform == platform, Post.message_id == message_id)
+    )
+    return session.exec(query).first()
+
+
+def record_reminder(
+    session: Session, *, letter: Letter, offset_label: str, status: str, at: datetime
+) -> Reminder | None:
+    """Insert-once per (letter, offset, deadline); None if it was already sent or skipped."""
+    assert letter.id is not None
+    existing = session.exec(
+        select(Reminder).where(
+            Reminder.letter_pk == letter.id,
+            Reminder.offset_label == offset_label,
+            Reminder.deadline == letter.deadline,
+        )
+    ).first()
+    if existing is not None:
+        return None
+    reminder = Reminder(
+        letter_pk=letter.id,
+        offset_label=offset_label,
+        deadline=letter.deadline,
+        status=status,
+        at=at,
+    )
+    try:
+        with session.begin_nested():
+            session.add(reminder)
+    except IntegrityError:
+        return None
+    return reminder

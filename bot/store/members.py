@@ -1,0 +1,126 @@
+"""Members, their chat identities and pending (unknown-account) requests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlmodel import Session, col, select
+
+from bot.models import Identity, Member, PendingRequest, Role
+from bot.models._types import utcnow
+
+
+def get_member(session: Session, *, member_id: str) -> Member | None:
+    return session.exec(select(Member).where(Member.member_id == member_id)).first()
+
+
+def get_member_by_pk(session: Session, *, pk: int) -> Member | None:
+    return session.get(Member, pk)
+
+
+def list_members(session: Session) -> Sequence[Member]:
+    return session.exec(select(Member).order_by(col(Member.member_id))).all()
+
+
+def get_identity(session: Session, *, platform: str, external_id: str) -> Identity | None:
+    query = select(Identity).where(
+        Identity.platform == platform, Identity.external_id == external_id
+    )
+    return session.exec(query).first()
+
+
+def member_for_account(session: Session, *, platform: str, external_id: str) -> Member | None:
+    """The roster member behind a chat account, or None for an unknown account."""
+    identity = get_identity(session, platform=platform, external_id=external_id)
+    if identity is not None:
+        member = session.get(Member, identity.member_pk)
+        return member if member is not None and member.active else None
+    if platform == "console":
+        # The console is local and trusted: a USER that is a member_id is that member.
+        member = get_member(session, member_id=external_id)
+        return member if member is not None and member.active else None
+    return None
+
+
+def identities_of(session: Session, *, member_pk: int) -> Sequence[Identity]:
+    return session.exec(select(Identity).where(Identity.member_pk == member_pk)).all()
+
+
+def link_identity(
+    session: Session,
+    *,
+    platform: str,
+    external_id: str,
+    member: Member,
+    linked_via: str,
+    linked_by: str,
+) -> Identity:
+    """Link (or re-link) a chat account to a member; one member per account."""
+    assert member.id is not None
+    identity = get_identity(session, platform=platform, external_id=external_id)
+    if identity is None:
+        identity = Identity(platform=platform, external_id=external_id, member_pk=member.id)
+    identity.member_pk = member.id
+    identity.linked_via = linked_via
+    identity.linked_by = linked_by
+    identity.linked_at = utcnow()
+    session.add(identity)
+    session.flush()
+    return identity
+
+
+def is_coordinator_member(session: Session, *, platform: str, external_id: str) -> bool:
+    member = member_for_account(session, platform=platform, external_id=external_id)
+    return member is not None and member.role == Role.coordinator.value
+
+
+def add_pending(
+    session: Session,
+    *,
+    platform: str,
+    external_id: str,
+    display_name: str,
+    channel: str,
+    letter_pk: int | None,
+) -> PendingRequest:
+    """Record an unknown account once per (account, letter) until a coordinator resolves it."""
+    query = select(PendingRequest).where(
+        PendingRequest.platform == platform,
+        PendingRequest.external_id == external_id,
+        PendingRequest.letter_pk == letter_pk,
+        col(PendingRequest.resolved_at).is_(None),
+    )
+    existing = session.exec(query).first()
+    if existing is not None:
+        return existing
+    pending = PendingRequest(
+        platform=platform,
+        external_id=external_id,
+        display_name=display_name,
+        channel=channel,
+        letter_pk=letter_pk,
+    )
+    session.add(pending)
+    session.flush()
+    return pending
+
+
+def list_pending(session: Session, *, letter_pk: int | None = None) -> Sequence[PendingRequest]:
+    query = select(PendingRequest).where(col(PendingRequest.resolved_at).is_(None))
+    if letter_pk is not None:
+        query = query.where(PendingRequest.letter_pk == letter_pk)
+    return session.exec(query.order_by(col(PendingRequest.at))).all()
+
+
+def resolve_pending(session: Session, *, platform: str, external_id: str) -> int:
+    rows = session.exec(
+        select(PendingRequest).where(
+            PendingRequest.platform == platform,
+            PendingRequest.external_id == external_id,
+            col(PendingRequest.resolved_at).is_(None),
+        )
+    ).all()
+    for row in rows:
+        row.resolved_at = utcnow()
+        session.add(row)
+    return len(rows)

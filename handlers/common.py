@@ -1,0 +1,58 @@
+"""Helpers the handlers share: finding the letter a command is about, and refusing politely."""
+
+from __future__ import annotations
+
+from bot.campaign import CampaignError, require_letter
+from bot.core import CommandError, Context
+from bot.models import Letter, LetterState
+from bot.store import letters
+from bot.timeutil import format_utc
+
+
+def prefix_for(platform: str) -> str:
+    return "/" if platform == "slack" else "!"
+
+
+def resolve_letter(ctx: Context, args: list[str], *, max_args: int = 1) -> Letter:
+    """SLUG if given; else the one open letter in this channel, or the letter this replies to."""
+    if len(args) > max_args:
+        raise ctx.usage()
+    if args:
+        try:
+            return require_letter(ctx.session, args[0].lower())
+        except CampaignError as exc:
+            raise CommandError(f"There is no letter called {args[0]!r}. Try letters.") from exc
+    inv = ctx.invocation
+    if inv.thread:
+        letter = letters.letter_for_message(
+            ctx.session, platform=inv.platform, message_id=inv.thread
+        )
+        if letter is not None:
+            return letter
+    candidates = letters.open_letters_in_channel(
+        ctx.session, platform=inv.platform, channel=inv.channel
+    )
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise CommandError(
+            "No letter is open in this channel: name it, e.g. "
+            f"{prefix_for(inv.platform)}{ctx.command.name if ctx.command else 'sign'} SLUG."
+        )
+    slugs = ", ".join(sorted(letter.slug for letter in candidates))
+    raise CommandError(f"Several letters are open here ({slugs}): name the one you mean.")
+
+
+def require_signable(ctx: Context, letter: Letter, verb: str) -> None:
+    """Rule 4: nothing after the deadline, whether or not the scheduler has closed it yet."""
+    if letter.state == LetterState.draft.value:
+        raise CommandError(f"“{letter.title}” is not open for signing yet.")
+    if letter.state == LetterState.closed.value or letter.deadline <= ctx.now:
+        closed = (
+            letter.closed_at
+            if letter.closed_at and letter.closed_at < letter.deadline
+            else (letter.deadline)
+        )
+        raise CommandError(
+            f"Signing “{letter.title}” closed at {format_utc(closed)}; it is too late to {verb}."
+        )

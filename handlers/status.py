@@ -1,0 +1,31 @@
+"""status: counts by group and time left; names and gaps for coordinators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.campaign import status_view
+from bot.core import Context
+from bot.timeutil import format_utc
+from handlers.common import resolve_letter
+from handlers.registry import REGISTRY
+
+
+@REGISTRY.command("status", usage="status [SLUG]", template="replies/status.j2")
+def status(ctx: Context, args: list[str]) -> dict[str, Any]:
+    """How many have signed, by group, how long is left, and whether you signed."""
+    letter = resolve_letter(ctx, args)
+    view = status_view(
+        ctx.session,
+        settings=ctx.settings,
+        letter=letter,
+        asker=ctx.member,
+        coordinator=ctx.is_coordinator,
+        now=ctx.now,
+    )
+    signed_at = view.asker_signature.signed_at if view.asker_signature else None
+    return {
+        "view": view,
+        "known": ctx.member is not None and ctx.member.role == "member",
+        "signed_at": format_utc(signed_at) if signed_at else None,
+    }
