@@ -1,0 +1,85 @@
+"""The console platform: the line protocol, in-process and as a real scripted process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ConsoleHarness
+from helpers import LETTER, ROSTER, create_example_letter, import_example_roster
+
+from bot.config import Settings
+from bot.db import Database
+
+
+async def test_line_protocol_as_in_and_reply_format(
+    console_harness: ConsoleHarness, database: Database, settings: Settings
+) -> None:
+    import_example_roster(database)
+    create_example_letter(database, settings)
+    async with console_harness as h:
+        posted = await h.send("in #members", "!cosign post interpol-2021")
+        assert "[private @coordinator] “Candidacy of Hu Binchen" in posted
+        assert "[#members] 📜 Candidacy" in posted  # the outbox delivered the post
+        signed = await h.send("as au-abetz", "!sign")
+        assert signed.startswith("[private @au-abetz] ✅ You signed “Candidacy")
+        assert await h.send("just chatting, not a command") == ""
+        await h.send("in console:#staff")
+        assert h.console.channel == "#staff"
+        elsewhere = await h.send("!sign")
+        assert "No letter is open in this channel" in elsewhere
+        closed = await h.send("as coordinator", "!cosign close interpol-2021")
+        assert "Closed “Candidacy" in closed
+        assert "[#secretariat] 📬" in closed and "Senator Eric Abetz (Australia)" in closed
+        assert "[#members] Signing of “Candidacy" in closed
+
+
+def test_scripted_console_processes_every_line_and_exits(tmp_path: Path, sqlite_url: str) -> None:
+    env = {
+        "COSIGN_DATABASE__URL": sqlite_url,
+        "COSIGN_LETTERS__OUTPUT_DIR": str(tmp_path / "out"),
+        "PATH": "/usr/bin:/bin",
+    }
+
+    def cosign(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bot", *args],
+            cwd=tmp_path,
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert cosign("roster", "import", str(ROSTER)).returncode == 0
+    assert cosign("letter", "create", str(LETTER), "--deadline", "+1d").returncode == 0
+    script = (
+        "\n".join(
+            [
+                "in #members",
+                "!cosign post interpol-2021",
+                "as au-abetz",
+                "!sign",
+                "as uk-alton",
+                "!sign interpol-2021",
+                "!sign",
+                "as somebody-new",
+                "!sign",
+                "as coordinator",
+                "!status",
+            ]
+        )
+        + "\n"
+    )
+    result = cosign("console", stdin=script)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("[#members] 📜 Candidacy") for line in lines)
+    assert sum("You signed" in line for line in lines) == 2
+    assert sum("already signed" in line for line in lines) == 1
+    assert any(line.startswith("[private @somebody-new] I could not match") for line in lines)
+    assert "2 signatures: Australia 1, United Kingdom 1." in result.stdout
+    assert "console:somebody-new" in result.stdout
+    assert "Traceback" not in result.stderr
