@@ -150,15 +150,6 @@ def close_and_announce(
     for post in letters.posts_of(session, letter_pk=letter.id):
         outbox.enqueue(
             session,
-            key=f"post_closed:{letter.slug}:{post.platform}:{post.channel}",
-            platform=post.platform,
-            channel=post.channel,
-            kind="post_closed",
-            payload={"slug": letter.slug, "post_id": post.id},
-            letter_pk=letter.id,
-        )
-        outbox.enqueue(
-            session,
             key=f"closed:{letter.slug}:{post.platform}:{post.channel}",
             platform=post.platform,
             channel=post.channel,

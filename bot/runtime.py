@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from bot.config import Settings
 from bot.core import Dispatcher, Invocation, Reply
+from bot.counters import CounterSync
 from bot.db import Database
 from bot.delivery import OutboxDeliverer
 from bot.platforms.base import Platform
@@ -51,6 +52,10 @@ class Bot:
             self.running_platforms.add(name)
             log.info("platform %s started", name)
         self._tasks.append(asyncio.create_task(self.deliverer.run(), name="outbox"))
+        for platform in self.platforms.values():
+            if platform.live_counter:
+                sync = CounterSync(self, platform)
+                self._tasks.append(asyncio.create_task(sync.run(), name=f"{platform.name}-counter"))
         if self.with_scheduler:
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
 

@@ -16,7 +16,7 @@ class OutboxMessage(SQLModel, table=True):
     idempotency_key: str = Field(unique=True, max_length=300)
     platform: str = Field(max_length=20, index=True)
     channel: str = Field(max_length=255)
-    kind: str = Field(max_length=30)  # post_letter | message | counter | closed | compiled
+    kind: str = Field(max_length=30)  # post_letter | message | compiled
     letter_pk: int | None = Field(default=None, foreign_key="letter.id", index=True)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     attempts: int = 0

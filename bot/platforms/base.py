@@ -11,6 +11,7 @@ from bot.templating import render
 
 if TYPE_CHECKING:
     from bot.models import OutboxMessage
+    from bot.publishing import PostView
     from bot.runtime import Bot
 
 
@@ -50,8 +51,14 @@ class Platform(abc.ABC):
     async def deliver(self, message: OutboxMessage) -> Delivery:
         """Send one outbox message (letter post, reminder, compiled letter, …)."""
 
-    async def wait_idle(self) -> None:  # noqa: B027 - optional hook
-        """Wait for work this platform started (the console uses it before exiting)."""
+    #: at most one edit of a letter post every this many seconds (the live counter)
+    counter_interval: float = 3.0
+    #: whether letter posts on this platform show a live counter that needs editing
+    live_counter: bool = False
+
+    async def update_post(self, post: PostView) -> Delivery:
+        """Edit a letter post to show its current count and state (buttons gone once closed)."""
+        return Delivery.sent()
 
 
 def render_reply(reply: Reply, fmt: str) -> str:

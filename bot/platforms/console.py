@@ -12,14 +12,11 @@ import sys
 import threading
 from typing import TYPE_CHECKING, TextIO
 
-from sqlmodel import Session
-
-from bot.compile import render_letter
+from bot import publishing
 from bot.core import Invocation, Reply, parse_text
-from bot.models import Letter, OutboxMessage
+from bot.models import OutboxMessage
 from bot.models._types import utcnow
 from bot.platforms.base import Delivery, Platform, render_reply
-from bot.store import letters, signatures
 from bot.templating import render
 from bot.timeutil import format_utc
 
@@ -138,47 +135,43 @@ class ConsolePlatform(Platform):
 
     def _render_outbox(self, message: OutboxMessage) -> str | None:
         assert self._bot is not None
-        payload = message.payload
+        payload, database = message.payload, self._bot.database
         if message.kind == "message":
             return render(payload["template"], "text", **payload["context"]).strip("\n")
-        with self._bot.database.session() as session:
-            letter = letters.get_letter(session, slug=payload["slug"])
-            if letter is None:
+        if message.kind == "post_letter":
+            post = publishing.letter_post(
+                database, slug=payload["slug"], platform=self.name, channel=message.channel
+            )
+            if post is None:
                 return None
-            if message.kind == "post_letter":
-                return self._letter_post(session, letter, message)
-            if message.kind == "compiled":
-                assert letter.id is not None
-                compilation = letters.get_compilation(session, letter_pk=letter.id)
-                if compilation is None:
-                    return None
-                return render(
-                    "replies/compiled.j2",
-                    "text",
-                    title=letter.title,
-                    closed_at=format_utc(compilation.compiled_at),
-                    count=compilation.signatory_count,
-                    text=compilation.outputs["txt"],
-                ).rstrip("\n")
-        return None  # post_closed: a console post has nothing to edit
-
-    def _letter_post(self, session: Session, letter: Letter, message: OutboxMessage) -> str:
-        assert letter.id is not None
-        post = letters.upsert_post(
-            session, letter_pk=letter.id, platform=self.name, channel=message.channel
-        )
-        post.message_id = f"console:{message.id}"
-        post.posted_at = utcnow()
-        session.add(post)
-        count = signatures.count_active(session, letter_pk=letter.id)
-        body = render_letter(letters.letter_text(letter), [], "txt").rstrip("\n")
-        return render(
-            "replies/letter_post.j2",
-            "text",
-            title=letter.title,
-            slug=letter.slug,
-            deadline=format_utc(letter.deadline),
-            count=count,
-            text=body,
-            prefix="!",
-        ).rstrip("\n")
+            letter = post.letter
+            publishing.record_post(
+                database,
+                post_id=post.post_id,
+                message_id=f"console:{message.id}",
+                count=letter.count,
+                state=letter.state,
+            )
+            return render(
+                "replies/letter_post.j2",
+                "text",
+                title=letter.title,
+                slug=letter.slug,
+                deadline=letter.deadline_text,
+                count=letter.count,
+                text=letter.text,
+                prefix="!",
+            ).rstrip("\n")
+        if message.kind == "compiled":
+            result = publishing.compiled(database, slug=payload["slug"])
+            if result is None:
+                return None
+            return render(
+                "replies/compiled.j2",
+                "text",
+                title=result.title,
+                closed_at=format_utc(result.compiled_at),
+                count=result.count,
+                text=result.outputs["txt"],
+            ).rstrip("\n")
+        return None

@@ -1,0 +1,190 @@
+"""What chat adapters need from the store to publish letters: views to render, places to record.
+
+All functions are synchronous (call them with ``asyncio.to_thread``) and return plain dataclasses,
+so adapters never hold a session or a model across an await.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from bot.compile import render_letter
+from bot.db import Database
+from bot.models import Letter, Member, Post
+from bot.models._types import utcnow
+from bot.store import audit, letters, members, signatures
+from bot.timeutil import format_utc
+
+
+@dataclass(frozen=True)
+class LetterView:
+    """A letter as a post shows it: the text without signatories, the count and the state."""
+
+    slug: str
+    title: str
+    state: str
+    deadline: datetime
+    deadline_text: str
+    closed_at: datetime | None
+    count: int
+    text: str  # addressees, subject, date, body, closing, signed_by (plain text, as compiled)
+    body: str  # the Markdown body alone
+
+
+@dataclass(frozen=True)
+class PostView:
+    post_id: int
+    platform: str
+    channel: str
+    message_id: str | None
+    letter: LetterView
+
+
+@dataclass(frozen=True)
+class CompiledView:
+    slug: str
+    title: str
+    count: int
+    compiled_at: datetime
+    outputs: dict[str, str]
+
+
+def _letter_view(session: Session, letter: Letter) -> LetterView:
+    assert letter.id is not None
+    return LetterView(
+        slug=letter.slug,
+        title=letter.title,
+        state=letter.state,
+        deadline=letter.deadline,
+        deadline_text=format_utc(letter.deadline),
+        closed_at=letter.closed_at,
+        count=signatures.count_active(session, letter_pk=letter.id),
+        text=render_letter(letters.letter_text(letter), [], "txt").rstrip("\n"),
+        body=letter.body,
+    )
+
+
+def letter_post(database: Database, *, slug: str, platform: str, channel: str) -> PostView | None:
+    """The post a `post_letter` outbox message should create (None if the letter is gone)."""
+    with database.session() as session:
+        letter = letters.get_letter(session, slug=slug)
+        if letter is None or letter.id is None:
+            return None
+        post = letters.upsert_post(session, letter_pk=letter.id, platform=platform, channel=channel)
+        assert post.id is not None
+        return PostView(post.id, platform, channel, post.message_id, _letter_view(session, letter))
+
+
+def record_post(
+    database: Database, *, post_id: int, message_id: str, count: int, state: str
+) -> None:
+    """Remember where the letter was posted, so counters and closing can edit it."""
+    with database.session() as session:
+        post = session.get(Post, post_id)
+        if post is None:
+            return
+        post.message_id = message_id
+        post.posted_at = post.updated_at = utcnow()
+        post.shown_count = count
+        post.shown_state = state
+        session.add(post)
+
+
+def stale_posts(database: Database, *, platform: str) -> list[PostView]:
+    """Posts whose shown count or state differs from the truth (the live counter's work list)."""
+    with database.session() as session:
+        rows = session.exec(
+            select(Post, Letter)
+            .join(Letter, col(Letter.id) == col(Post.letter_pk))
+            .where(Post.platform == platform, col(Post.message_id).is_not(None))
+            .where((col(Post.shown_state).is_(None)) | (col(Post.shown_state) != "closed"))
+        ).all()
+        stale: list[PostView] = []
+        for post, letter in rows:
+            view = _letter_view(session, letter)
+            if post.shown_count != view.count or post.shown_state != view.state:
+                assert post.id is not None
+                stale.append(PostView(post.id, post.platform, post.channel, post.message_id, view))
+        return stale
+
+
+def mark_post_shown(database: Database, *, post_id: int, count: int, state: str) -> None:
+    with database.session() as session:
+        post = session.get(Post, post_id)
+        if post is None:
+            return
+        post.shown_count = count
+        post.shown_state = state
+        post.updated_at = utcnow()
+        session.add(post)
+
+
+def compiled(database: Database, *, slug: str) -> CompiledView | None:
+    with database.session() as session:
+        letter = letters.get_letter(session, slug=slug)
+        if letter is None or letter.id is None:
+            return None
+        compilation = letters.get_compilation(session, letter_pk=letter.id)
+        if compilation is None:
+            return None
+        return CompiledView(
+            letter.slug,
+            letter.title,
+            compilation.signatory_count,
+            compilation.compiled_at,
+            dict(compilation.outputs),
+        )
+
+
+def member_label(database: Database, *, platform: str, external_id: str) -> str | None:
+    """'Senator Eric Abetz (Australia)' for a linked account, for confirmations; None if unknown."""
+    from bot.names import render_name
+
+    with database.session() as session:
+        member = members.member_for_account(session, platform=platform, external_id=external_id)
+        if member is None:
+            return None
+        name = render_name(
+            title=member.title,
+            given_name=member.given_name,
+            family_name=member.family_name,
+            post_nominals=member.post_nominals,
+            display_name=member.display_name,
+        )
+        return f"{name} ({member.group})" if member.group else name
+
+
+def link_by_email(database: Database, *, platform: str, external_id: str, email: str) -> bool:
+    """Link an unknown account to the one active roster member with this e-mail address."""
+    address = email.strip().lower()
+    if not address:
+        return False
+    with database.session() as session:
+        if members.get_identity(session, platform=platform, external_id=external_id) is not None:
+            return False
+        matches = [
+            m
+            for m in session.exec(select(Member).where(col(Member.active))).all()
+            if m.email.strip().lower() == address
+        ]
+        if len(matches) != 1:
+            return False
+        members.link_identity(
+            session,
+            platform=platform,
+            external_id=external_id,
+            member=matches[0],
+            linked_via="email",
+            linked_by="email-match",
+        )
+        audit.append(
+            session,
+            actor=f"{platform}:{external_id}",
+            action="identity.linked",
+            member_id=matches[0].member_id,
+            detail={"platform": platform, "account": external_id, "via": "email"},
+        )
+        return True
