@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.models.audit import AuditEvent
+from bot.models.event import HandledEvent
 from bot.models.letter import Compilation, Letter, LetterState, Post, Reminder
 from bot.models.member import Identity, Member, PendingRequest, Role
 from bot.models.outbox import OutboxMessage
@@ -11,6 +12,7 @@ from bot.models.signature import Signature
 __all__ = [
     "AuditEvent",
     "Compilation",
+    "HandledEvent",
     "Identity",
     "Letter",
     "LetterState",
