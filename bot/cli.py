@@ -418,6 +418,31 @@ def demo() -> None:
         fail(str(exc))
 
 
+slack_app = typer.Typer(no_args_is_help=True, help="Slack set-up helpers.")
+app.add_typer(slack_app, name="slack")
+
+
+@slack_app.command("manifest")
+def slack_manifest(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Public request URL (HTTP mode), e.g. https://cosign.example.org/slack/events.",
+        ),
+    ] = None,
+) -> None:
+    """Print the Slack app manifest (YAML): commands, interactivity, scopes, Socket Mode or URL."""
+    from bot.platforms.slack_manifest import manifest, to_yaml
+
+    config = settings()
+    if config.slack.mode == "http" and not url:
+        fail("slack.mode is http: give the public request URL with --url")
+    if url is not None and not url.startswith("https://"):
+        fail("--url must be an https:// URL (Slack only calls HTTPS endpoints)")
+    typer.echo(to_yaml(manifest(config.slack, url)))
+
+
 # --- helpers ---------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import signal
 import sys
 from typing import Any
 
-from bot.config import ConfigError, Settings
+from bot.config import Settings
 from bot.db import Database
 from bot.platforms.base import Platform
 from bot.platforms.console import ConsolePlatform
@@ -28,9 +28,13 @@ def build_platforms(settings: Settings, *, console_stdin_required: bool) -> list
             )
             platforms.append(ConsolePlatform(user=user))
     if settings.slack.enabled:
-        raise ConfigError("slack.enabled: the Slack platform is not available in this version")
+        from bot.platforms.slack import SlackPlatform
+
+        platforms.append(SlackPlatform(settings))
     if settings.matrix.enabled:
-        raise ConfigError("matrix.enabled: the Matrix platform is not available in this version")
+        from bot.platforms.matrix import MatrixPlatform
+
+        platforms.append(MatrixPlatform(settings))
     return platforms
 
 

@@ -1,0 +1,99 @@
+"""`cosign slack manifest`: the Slack app manifest this bot needs, as YAML."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bot.config import SlackSettings
+
+COMMANDS = [
+    ("/sign", "Sign an open letter", "[SLUG]"),
+    ("/unsign", "Withdraw your signature", "[SLUG]"),
+    ("/status", "Signatures so far and time left", "[SLUG]"),
+    ("/letters", "Letters open for signing", ""),
+    ("/cosign", "Coordinator commands (cosign help)", "SUBCOMMAND …"),
+]
+
+
+def manifest(settings: SlackSettings, url: str | None = None) -> dict[str, Any]:
+    socket = settings.mode == "socket" and not url
+    scopes = [
+        "commands",
+        "chat:write",
+        "chat:write.public",
+        "files:write",
+        "users:read",
+        "app_mentions:read",
+        "im:write",
+    ]
+    if settings.match_email:
+        scopes.append("users:read.email")
+    commands = []
+    for name, description, hint in COMMANDS:
+        command: dict[str, Any] = {
+            "command": name,
+            "description": description,
+            "should_escape": True,
+        }
+        if hint:
+            command["usage_hint"] = hint
+        if not socket:
+            command["url"] = url
+        commands.append(command)
+    interactivity: dict[str, Any] = {"is_enabled": True}
+    events: dict[str, Any] = {"bot_events": ["app_mention"]}
+    if not socket:
+        interactivity["request_url"] = url
+        events["request_url"] = url
+    return {
+        "display_information": {
+            "name": "cosign",
+            "description": "Co-signatures of open letters: sign, withdraw, status.",
+        },
+        "features": {
+            "bot_user": {"display_name": "cosign", "always_online": True},
+            "slash_commands": commands,
+        },
+        "oauth_config": {"scopes": {"bot": scopes}},
+        "settings": {
+            "event_subscriptions": events,
+            "interactivity": interactivity,
+            "org_deploy_enabled": False,
+            "socket_mode_enabled": socket,
+            "token_rotation_enabled": False,
+        },
+    }
+
+
+def to_yaml(value: Any, indent: int = 0) -> str:
+    """A small YAML emitter for the manifest (strings quoted as JSON, which YAML accepts)."""
+    pad = "  " * indent
+    lines: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict | list) and item:
+                lines.append(f"{pad}{key}:")
+                lines.append(to_yaml(item, indent + 1))
+            else:
+                lines.append(f"{pad}{key}: {_scalar(item)}")
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict):
+                body = to_yaml(item, indent + 1).lstrip()
+                lines.append(f"{pad}- {body}")
+            else:
+                lines.append(f"{pad}- {_scalar(item)}")
+    return "\n".join(lines)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(str(value), ensure_ascii=False)

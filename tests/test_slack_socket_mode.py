@@ -1,0 +1,98 @@
+"""Socket Mode against a local websocket server speaking Slack's envelope protocol; the manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import make_settings
+from fakeslack import FakeSlack, block_action_payload, slash_command_payload
+from helpers import create_example_letter
+from slack_support import ROSTER, reply_text
+
+from bot.config import ConfigError
+from bot.db import Database
+from bot.platforms.slack import SlackPlatform
+from bot.platforms.slack_manifest import manifest, to_yaml
+from bot.roster import import_roster
+from bot.runtime import Bot
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+async def test_socket_mode_commands_and_buttons(db_url: str, tmp_path: Path) -> None:
+    async with FakeSlack() as fake:
+        settings = make_settings(
+            db_url, tmp_path, slack={"enabled": True, "mode": "socket", "api_url": fake.api_url}
+        )
+        database = Database(settings.database.url)
+        with database.session() as session:
+            import_roster(session, data=ROSTER, actor="test")
+        create_example_letter(database, settings, post_to=["slack:C1"])
+        platform = SlackPlatform(settings, bot_token=fake.token, app_token=fake.app_token)
+        bot = Bot(settings, database, [platform], scheduler=False, poll_seconds=0.05)
+        await bot.start()
+        try:
+            await fake.socket_mode.wait_connected()
+            envelope = await fake.socket_mode.send_envelope(
+                "slash_commands",
+                slash_command_payload("/sign", "", "UABETZ", response_url=fake.response_url("s1")),
+            )
+            ack = await fake.socket_mode.wait_ack(envelope)
+            assert ack["envelope_id"] == envelope
+            (reply,) = await fake.wait_for("response_url", 1)
+            assert "signed" in reply_text(reply.args)
+            click = await fake.socket_mode.send_envelope(
+                "interactive",
+                block_action_payload(
+                    "cosign_sign",
+                    "interpol-2021",
+                    "UALTON",
+                    "C1",
+                    response_url=fake.response_url("s2"),
+                ),
+            )
+            await fake.socket_mode.wait_ack(click)
+            calls = await fake.wait_for("response_url", 2)
+            assert "as Lord (David) Alton (United Kingdom)?" in reply_text(calls[1].args)
+        finally:
+            await bot.stop()
+            database.dispose()
+
+
+def test_missing_secrets_name_the_key(tmp_path: Path) -> None:
+    settings = make_settings("sqlite:///x.db", tmp_path, slack={"enabled": True, "mode": "http"})
+    with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN"):
+        SlackPlatform(settings)
+    with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
+        SlackPlatform(settings, bot_token="xoxb-1")
+    socket = make_settings("sqlite:///x.db", tmp_path, slack={"enabled": True, "mode": "socket"})
+    with pytest.raises(ConfigError, match="SLACK_APP_TOKEN"):
+        SlackPlatform(socket, bot_token="xoxb-1")
+
+
+def test_manifest_declares_commands_scopes_and_mode(tmp_path: Path) -> None:
+    socket = make_settings("sqlite:///x.db", tmp_path, slack={"mode": "socket"}).slack
+    data = yaml.safe_load(to_yaml(manifest(socket)))
+    commands = {c["command"] for c in data["features"]["slash_commands"]}
+    assert commands == {"/sign", "/unsign", "/status", "/letters", "/cosign"}
+    scopes = set(data["oauth_config"]["scopes"]["bot"])
+    assert {"commands", "chat:write", "chat:write.public", "files:write", "users:read"} <= scopes
+    assert "users:read.email" not in scopes
+    assert data["settings"]["socket_mode_enabled"] is True
+    assert data["settings"]["interactivity"]["is_enabled"] is True
+
+    http = make_settings(
+        "sqlite:///x.db", tmp_path, slack={"mode": "http", "match_email": True}
+    ).slack
+    url = "https://cosign.example.org/slack/events"
+    data = yaml.safe_load(to_yaml(manifest(http, url)))
+    assert "users:read.email" in data["oauth_config"]["scopes"]["bot"]
+    assert data["settings"]["socket_mode_enabled"] is False
+    assert data["settings"]["interactivity"]["request_url"] == url
+    assert all(c["url"] == url for c in data["features"]["slash_commands"])
