@@ -26,6 +26,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 DEFAULT_CONFIG_PATH = Path("bot.toml")
@@ -223,6 +224,11 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
+    except SettingsError as exc:
+        raise ConfigError(
+            f"invalid configuration in the environment: {exc} (list and table values in "
+            "COSIGN_<SECTION>__<KEY> variables are JSON, e.g. '[\"a\", \"b\"]')"
+        ) from None
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

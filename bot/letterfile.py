@@ -62,9 +62,7 @@ def letter_version(
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def parse_letter(
-    text: str, *, zone: tzinfo, now: datetime, deadline_required: bool = True
-) -> LetterSource:
+def parse_letter(text: str, *, zone: tzinfo, now: datetime) -> LetterSource:
     text = text.lstrip("\ufeff").replace("\r\n", "\n")
     lines = text.split("\n")
     if not lines or lines[0].strip() != "+++":
@@ -102,7 +100,10 @@ def parse_letter(
     if not meta["title"].strip():
         raise LetterFileError("front matter: title is empty")
     deadline = _read_deadline(meta["deadline"], zone=zone, now=now)
-    body = "\n".join(lines[end + 1 :]).strip("\n")
+    body_lines = lines[end + 1 :]
+    while body_lines and not body_lines[0].strip():
+        body_lines.pop(0)
+    body = "\n".join(body_lines).rstrip()
     if not body.strip():
         raise LetterFileError("the letter has no body after the front matter")
     return LetterSource(

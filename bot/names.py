@@ -65,6 +65,10 @@ class Signatory:
     signed_at: datetime | None = None
     via: str = ""
 
+    def __post_init__(self) -> None:
+        for name in ("name", "group", "family_name", "given_name"):
+            object.__setattr__(self, name, nfc(getattr(self, name)))
+
     @property
     def line(self) -> str:
         return f"{self.name} ({self.group})"

@@ -92,8 +92,9 @@ def parse_roster(data: bytes | str) -> list[RosterRow]:
         raise RosterError(problems)
     rows: list[RosterRow] = []
     try:
+        last = reader.line_num
         for record in reader:
-            line = reader.line_num
+            line, last = last + 1, reader.line_num  # the physical line the record starts on
             if not any(cell.strip() for cell in record):
                 continue
             if len(record) != len(names):
@@ -139,10 +140,13 @@ def _validate(rows: list[RosterRow]) -> list[str]:
         if role not in (Role.member.value, Role.coordinator.value):
             problems.append(f"line {line}: unknown role {v['role']!r} (member or coordinator)")
         elif role == Role.member.value:
-            if not v["family_name"] and not v["display_name"]:
+            if not v["family_name"]:
                 problems.append(f"line {line}: family_name is missing")
             if not v["group"]:
                 problems.append(f"line {line}: group is missing")
+        broken = [c for c in COLUMNS if "\n" in v[c] or "\r" in v[c]]
+        if broken:
+            problems.append(f"line {line}: line break inside {', '.join(broken)}")
         if v["matrix_id"] and not _MATRIX_ID.match(v["matrix_id"]):
             problems.append(
                 f"line {line}: matrix_id {v['matrix_id']!r} is not a Matrix user id "
@@ -185,6 +189,8 @@ def import_roster(session: Session, *, data: bytes | str, actor: str) -> ImportR
     """Create or update members by member_id; never deletes members or signatures."""
     rows = parse_roster(data)
     problems: list[str] = []
+    new_ids = {(p, row.values["member_id"]): row.values[f"{p}_id"]
+               for row in rows for p in ("slack", "matrix")}
     for row in rows:
         for platform in ("slack", "matrix"):
             account = row.values[f"{platform}_id"]
@@ -194,7 +200,13 @@ def import_roster(session: Session, *, data: bytes | str, actor: str) -> ImportR
             if identity is None:
                 continue
             owner = session.get(Member, identity.member_pk)
-            if owner is not None and owner.member_id != row.values["member_id"]:
+            moving_away = (
+                owner is not None
+                and identity.linked_via == "roster"
+                and (platform, owner.member_id) in new_ids
+                and new_ids[(platform, owner.member_id)] != account
+            )  # the same file gives the old owner another id: a swap or correction
+            if owner is not None and owner.member_id != row.values["member_id"] and not moving_away:
                 problems.append(
                     f"line {row.line}: {platform}_id {account!r} is already linked to "
                     f"{owner.member_id!r}"

@@ -16,6 +16,13 @@ class BadTime(ValueError):
 
 def parse_when(text: str, *, now: datetime, zone: tzinfo) -> datetime:
     """ISO 8601 (read in `zone` when it has no offset) or relative: +30m, +2h, +3d."""
+    try:
+        return _parse_when(text, now=now, zone=zone)
+    except OverflowError:
+        raise BadTime(f"{text!r} is out of range for a deadline") from None
+
+
+def _parse_when(text: str, *, now: datetime, zone: tzinfo) -> datetime:
     value = text.strip()
     relative = _RELATIVE.match(value)
     if relative:
