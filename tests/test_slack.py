@@ -416,3 +416,20 @@ async def test_long_title_is_shortened_in_the_header_and_shown_whole(
         header, first = post.args["blocks"][0], post.args["blocks"][1]
         assert len(header["text"]["text"]) <= 150
         assert title.strip() in first["text"]["text"]
+
+
+async def test_counter_on_a_deleted_post_is_logged_and_left(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with SlackHarness(db_url, tmp_path) as h:
+        slug = open_letter(h)
+        await h.settle()
+        h.fake.fail("chat.update", error="message_not_found", times=100)
+        await h.post(slash_command_body("/sign", slug, "UABETZ",
+                                        response_url=h.fake.response_url("g")))
+        await h.replies("g")
+        await h.platform_counter_pass()
+        await h.platform_counter_pass()
+        assert len(h.fake.calls_to("chat.update")) == 1  # tried once, then left alone
+        assert "cannot be edited (message_not_found)" in caplog.text
+        assert count(h, slug) == 1
