@@ -83,3 +83,24 @@ def test_scripted_console_processes_every_line_and_exits(tmp_path: Path, sqlite_
     assert "2 signatures: Australia 1, United Kingdom 1." in result.stdout
     assert "console:somebody-new" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+async def test_reminders_and_closing_summary_are_printed(
+    console_harness: ConsoleHarness, database: Database, settings: Settings
+) -> None:
+    from datetime import timedelta
+
+    from bot.models._types import utcnow
+
+    import_example_roster(database)
+    deadline = utcnow() + timedelta(hours=30)
+    create_example_letter(database, settings, deadline=deadline, post_to=["console:#members"])
+    async with console_harness as h:
+        await h.send()
+        h.bot.scheduler.tick(now=deadline - timedelta(hours=23))
+        reminder = await h.send()
+        assert reminder.startswith("[#members] ⏰ Reminder: “Candidacy")
+        assert "sign it with !sign interpol-2021" in reminder
+        h.bot.scheduler.tick(now=deadline + timedelta(seconds=1))
+        closed = await h.send()
+        assert "[#members] Signing of “Candidacy" in closed and "0 signatures" in closed

@@ -38,6 +38,8 @@ class Delivery:
 
 class Platform(abc.ABC):
     name: str
+    #: how users type commands here ("!sign" or "/sign"); templates show it in hints
+    command_prefix: str = "!"
 
     @abc.abstractmethod
     async def start(self, bot: Bot) -> None:
@@ -63,3 +65,9 @@ class Platform(abc.ABC):
 
 def render_reply(reply: Reply, fmt: str) -> str:
     return render(reply.template, fmt, **reply.context).strip("\n")
+
+
+def render_message(platform: Platform, payload: dict[str, Any], fmt: str) -> str:
+    """An outbox `message` (template + context) for this platform, e.g. a reminder."""
+    context = {"prefix": platform.command_prefix, **payload["context"]}
+    return render(payload["template"], fmt, **context).strip("\n")

@@ -16,7 +16,7 @@ from bot import publishing
 from bot.core import Invocation, Reply, parse_text
 from bot.models import OutboxMessage
 from bot.models._types import utcnow
-from bot.platforms.base import Delivery, Platform, render_reply
+from bot.platforms.base import Delivery, Platform, render_message, render_reply
 from bot.templating import render
 from bot.timeutil import format_utc
 
@@ -137,7 +137,7 @@ class ConsolePlatform(Platform):
         assert self._bot is not None
         payload, database = message.payload, self._bot.database
         if message.kind == "message":
-            return render(payload["template"], "text", **payload["context"]).strip("\n")
+            return render_message(self, payload, "text")
         if message.kind == "post_letter":
             post = publishing.letter_post(
                 database, slug=payload["slug"], platform=self.name, channel=message.channel

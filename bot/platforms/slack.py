@@ -36,10 +36,10 @@ from bot.config import ConfigError, Settings
 from bot.core import Invocation, Reply, apology
 from bot.models import OutboxMessage
 from bot.platforms import slack_blocks as kit
-from bot.platforms.base import Delivery, Platform, render_reply
+from bot.platforms.base import Delivery, Platform, render_message, render_reply
 from bot.publishing import PostView
 from bot.store import events
-from bot.templating import escape_mrkdwn, render
+from bot.templating import escape_mrkdwn
 from bot.timeutil import format_utc
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ def split_args(text: str) -> list[str]:
 
 class SlackPlatform(Platform):
     name = "slack"
+    command_prefix = "/"
     live_counter = True
     counter_interval = 3.0
 
@@ -408,7 +409,7 @@ class SlackPlatform(Platform):
                 return await self._post_letter(message)
             if message.kind == "message":
                 payload = message.payload
-                text = render(payload["template"], "mrkdwn", **payload["context"]).strip("\n")
+                text = render_message(self, payload, "mrkdwn")
                 blocks = kit.text_blocks(text)
                 response = await self.client.chat_postMessage(
                     channel=message.channel, text=kit.fallback(text), blocks=blocks
