@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
@@ -28,14 +29,19 @@ def _free_port() -> int:
 
 
 class ThrowawayPostgres:
-    def __init__(self, directory: Path) -> None:
+    """Its own directory under the system temp dir: pytest's tmp dirs are closed to `postgres`."""
+
+    def __init__(self) -> None:
         self.bin = Path(PG_BIN[-1])
-        self.directory = directory
-        self.data = directory / "data"
+        self.directory = Path(tempfile.mkdtemp(prefix="cosign-pg-"))
+        self.data = self.directory / "data"
         self.port = _free_port()
-        directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(directory, 0o777)
         self._as_postgres = os.geteuid() == 0
+        if self._as_postgres:
+            shutil.chown(self.directory, user="postgres")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     @property
     def url(self) -> str:
