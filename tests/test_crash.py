@@ -1,0 +1,159 @@
+"""kill -9 in the middle of a burst of signatures: nothing acknowledged is lost or doubled.
+
+A real `cosign run` process serves Slack over HTTP (against the fake Web API in this process);
+500 members sign with 50 requests in flight; the bot is SIGKILLed halfway, restarted, and the
+members who never saw a reply try again, as people would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+from fakeslack import DEFAULT_SECRET, FakeSlack, sign_request, slash_command_body
+from helpers import create_example_letter
+from pg_server import _free_port
+from process_support import bot_env, spawn_bot, stop_bot
+from slack_support import burst_roster, reply_text
+from sqlmodel import select
+
+from bot.db import Database
+from bot.models import OutboxMessage, Signature
+from bot.roster import import_roster
+
+MEMBERS = 500
+IN_FLIGHT = 50
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+async def _wait_healthy(http: aiohttp.ClientSession, port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("the bot did not come up")
+
+
+def _replies(fake: FakeSlack) -> dict[str, list[str]]:
+    seen: dict[str, list[str]] = {}
+    for call in fake.calls_to("response_url"):
+        seen.setdefault(call.path.rsplit("/", 1)[-1], []).append(reply_text(call.args))
+    return seen
+
+
+async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path: Path) -> None:
+    async with FakeSlack() as fake:
+        from conftest import make_settings
+
+        settings = make_settings(db_url, tmp_path)
+        database = Database(db_url)
+        with database.session() as session:
+            import_roster(session, data=burst_roster(MEMBERS), actor="test")
+        create_example_letter(database, settings, post_to=["slack:C1", "slack:C2"])
+        port = _free_port()
+        env = bot_env(
+            COSIGN_DATABASE__URL=db_url,
+            COSIGN_SLACK__ENABLED="true",
+            COSIGN_SLACK__MODE="http",
+            COSIGN_SLACK__PORT=str(port),
+            COSIGN_SLACK__API_URL=fake.api_url,
+            COSIGN_SCHEDULER__TICK_SECONDS="1",
+            SLACK_BOT_TOKEN=fake.token,
+            SLACK_SIGNING_SECRET=DEFAULT_SECRET,
+            COSIGN_LETTERS__OUTPUT_DIR=str(tmp_path / "out"),
+        )
+        url = f"http://127.0.0.1:{port}/slack/events"
+        users = [f"UB{i:04d}" for i in range(MEMBERS)]
+        async with aiohttp.ClientSession() as http:
+            bot = await spawn_bot(env, tmp_path, tmp_path / "bot1.log")
+            await _wait_healthy(http, port)
+            gate = asyncio.Semaphore(IN_FLIGHT)
+            killed = asyncio.Event()
+
+            async def sign(user: str, attempt: str) -> None:
+                body = slash_command_body(
+                    "/sign", "", user, response_url=fake.response_url(f"{user}-{attempt}")
+                )
+                async with gate:
+                    if killed.is_set():
+                        return
+                    try:
+                        async with http.post(
+                            url,
+                            data=body,
+                            headers={
+                                "Content-Type": "application/x-www-form-urlencoded",
+                                **sign_request(DEFAULT_SECRET, body),
+                            },
+                        ) as response:
+                            await response.read()
+                    except aiohttp.ClientError:
+                        pass  # the bot died under this request: never acknowledged
+
+            async def killer() -> None:
+                while len(fake.calls_to("response_url")) < MEMBERS // 2:
+                    await asyncio.sleep(0.01)
+                await stop_bot(bot, kill=True)
+                killed.set()
+
+            await asyncio.gather(killer(), *(sign(u, "1") for u in users))
+            first = _replies(fake)
+            acknowledged = {
+                key.split("-")[0]
+                for key, texts in first.items()
+                if any("You signed" in t for t in texts)
+            }
+            assert MEMBERS // 2 <= len(acknowledged) < MEMBERS, len(acknowledged)
+
+            bot = await spawn_bot(env, tmp_path, tmp_path / "bot2.log")
+            await _wait_healthy(http, port)
+            retry = [u for u in users if u not in acknowledged]
+            killed.clear()
+            await asyncio.gather(*(sign(u, "2") for u in retry))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(
+                [k for k in _replies(fake) if k.endswith("-2")]
+            ) < len(retry):
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(4)  # let the outbox and the live counter settle
+            assert await stop_bot(bot) == 0
+
+        second = {k.split("-")[0]: v for k, v in _replies(fake).items() if k.endswith("-2")}
+        assert set(second) == set(retry)  # everyone who retried got an answer
+        assert all(("You signed" in t[0]) or ("already signed" in t[0]) for t in second.values())
+        with database.session() as session:
+            rows = session.exec(select(Signature)).all()
+            per_member = Counter(r.member_pk for r in rows)
+            assert len(per_member) == MEMBERS and set(per_member.values()) == {1}
+            assert all(r.withdrawn_at is None for r in rows)
+            pending = session.exec(select(OutboxMessage)).all()
+            assert all(m.delivered_at is not None for m in pending)
+        database.dispose()
+        posts = Counter(
+            c.args.get("channel")
+            for c in fake.calls_to("chat.postMessage")
+            if "Open for signing" in str(c.args.get("text"))
+        )
+        # Slack has no idempotency key: a post sent just before the kill may be sent once more.
+        assert set(posts) == {"C1", "C2"} and all(1 <= n <= 2 for n in posts.values()), posts
+        for channel in ("C1", "C2"):
+            shown = [m for m in fake.messages_in(channel) if m.get("blocks")]
+            assert any(f"{MEMBERS} signatures" in str(m["blocks"]) for m in shown)
+        print(
+            f"kill -9 after {len(acknowledged)} acknowledged signatures; "
+            f"{len(retry)} retried; letter posts per channel: {dict(posts)}"
+        )
