@@ -433,3 +433,27 @@ async def test_counter_on_a_deleted_post_is_logged_and_left(
         assert len(h.fake.calls_to("chat.update")) == 1  # tried once, then left alone
         assert "cannot be edited (message_not_found)" in caplog.text
         assert count(h, slug) == 1
+
+
+async def test_unknown_commands_actions_and_replayed_requests(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with SlackHarness(db_url, tmp_path) as h:
+        slug = open_letter(h)
+        status, _, _ = await h.post(slash_command_body("/frobnicate", "x", "UABETZ",
+                                                       response_url=h.fake.response_url("f")))
+        assert status == 200
+        assert "Unknown command 'frobnicate'" in reply_text((await h.replies("f"))[0])
+        status, _, _ = await h.post(block_action_body("evil_action", slug, "UABETZ", "C1",
+                                                      response_url=h.fake.response_url("a")))
+        assert status == 200
+        assert "ignored unknown action evil_action" in caplog.text
+        body = slash_command_body("/sign", slug, "UABETZ", response_url=h.fake.response_url("r"))
+        await h.post(body)
+        await h.post(body)  # the same signed request replayed within Slack's 5 minutes
+        first, second = await h.replies("r", count=2)
+        assert "You signed" in reply_text(first) and "already signed" in reply_text(second)
+        assert count(h, slug) == 1
+        await asyncio.sleep(0.2)
+        assert [c for c in h.fake.calls_to("response_url") if c.path.endswith("/a")] == []
+        assert "Traceback" not in caplog.text

@@ -199,11 +199,12 @@ class SlackPlatform(Platform):
     # --- inbound -----------------------------------------------------------------------------
 
     def _register(self, app: AsyncApp) -> None:
-        app.command(re.compile(r"^/(sign|unsign|status|letters|cosign)$"))(self._on_command)
+        app.command(re.compile(r"^/"))(self._on_command)  # unknown ones get "Unknown command"
         app.action(kit.SIGN_ACTION)(self._on_sign_button)
         app.action(kit.CONFIRM_ACTION)(self._on_confirm)
         app.action(kit.WITHDRAW_ACTION)(self._on_withdraw_button)
         app.action(kit.CANCEL_ACTION)(self._on_cancel)
+        app.action(re.compile(".*"))(self._on_unknown_action)  # registered last: a fallback
         app.event("app_mention")(self._on_mention)
         app.error(self._on_error)
 
@@ -345,6 +346,12 @@ class SlackPlatform(Platform):
         await respond(
             text="Cancelled; nothing was signed.", response_type="ephemeral", replace_original=True
         )
+
+    async def _on_unknown_action(
+        self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]
+    ) -> None:
+        await ack()
+        log.warning("slack: ignored unknown action %s", _action_id(body))
 
     def _button_invocation(self, body: dict[str, Any], command: str, slug: str) -> Invocation:
         user = body.get("user") or {}
@@ -532,6 +539,11 @@ def _failure(exc: SlackApiError) -> Delivery:
 def _action_value(body: dict[str, Any]) -> str:
     actions = body.get("actions") or [{}]
     return str(actions[0].get("value") or "")
+
+
+def _action_id(body: dict[str, Any]) -> str:
+    actions = body.get("actions") or [{}]
+    return str(actions[0].get("action_id") or "")[:100]
 
 
 def _channel(body: dict[str, Any]) -> str:
