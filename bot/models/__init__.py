@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.models.audit import AuditEvent
 from bot.models.event import HandledEvent
 from bot.models.letter import Compilation, Letter, LetterState, Post, Reminder
+from bot.models.matrix import MatrixSyncState
 from bot.models.member import Identity, Member, PendingRequest, Role
 from bot.models.outbox import OutboxMessage
 from bot.models.signature import Signature
@@ -16,6 +17,7 @@ __all__ = [
     "Identity",
     "Letter",
     "LetterState",
+    "MatrixSyncState",
     "Member",
     "OutboxMessage",
     "PendingRequest",
