@@ -7,19 +7,13 @@ import io
 import re
 from dataclasses import dataclass, field
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from bot.models import Member, Role
+from bot.models import Identity, Member, Role
 from bot.models._types import utcnow
 from bot.names import nfc
 from bot.store import audit
-from bot.store.members import (
-    get_identity,
-    get_member,
-    identities_of,
-    link_identity,
-    list_members,
-)
+from bot.store.members import identities_of, link_identity, list_members
 
 COLUMNS = (
     "member_id",
@@ -186,43 +180,26 @@ _MEMBER_FIELDS = (
 
 
 def import_roster(session: Session, *, data: bytes | str, actor: str) -> ImportResult:
-    """Create or update members by member_id; never deletes members or signatures."""
+    """Create or update members by member_id; never deletes members or signatures.
+
+    Members and identities are loaded once up front, so a 10,000-member roster costs a handful of
+    queries plus the writes, not several queries a row.
+    """
     rows = parse_roster(data)
-    problems: list[str] = []
-    new_ids = {(p, row.values["member_id"]): row.values[f"{p}_id"]
-               for row in rows for p in ("slack", "matrix")}
-    for row in rows:
-        for platform in ("slack", "matrix"):
-            account = row.values[f"{platform}_id"]
-            if not account:
-                continue
-            identity = get_identity(session, platform=platform, external_id=account)
-            if identity is None:
-                continue
-            owner = session.get(Member, identity.member_pk)
-            moving_away = (
-                owner is not None
-                and identity.linked_via == "roster"
-                and (platform, owner.member_id) in new_ids
-                and new_ids[(platform, owner.member_id)] != account
-            )  # the same file gives the old owner another id: a swap or correction
-            if owner is not None and owner.member_id != row.values["member_id"] and not moving_away:
-                problems.append(
-                    f"line {row.line}: {platform}_id {account!r} is already linked to "
-                    f"{owner.member_id!r}"
-                )
-    if problems:
-        raise RosterError(problems)
+    members = {m.member_id: m for m in session.exec(select(Member)).all()}
+    by_pk = {m.id: m for m in members.values()}
+    identities = {(i.platform, i.external_id): i for i in session.exec(select(Identity)).all()}
+    _check_account_owners(rows, identities, by_pk)
     result = ImportResult()
     for row in rows:
         v = row.values
-        member = get_member(session, member_id=v["member_id"])
+        member = members.get(v["member_id"])
         if member is None:
             member = Member.model_validate(
                 {"member_id": v["member_id"], **{f: v[f] for f in _MEMBER_FIELDS}}
             )
             session.add(member)
-            session.flush()
+            members[member.member_id] = member
             result.created += 1
             audit.append(
                 session,
@@ -234,12 +211,10 @@ def import_roster(session: Session, *, data: bytes | str, actor: str) -> ImportR
         else:
             changes = {f: v[f] for f in _MEMBER_FIELDS if getattr(member, f) != v[f]}
             if not member.active:
-                member.active = True
                 changes["active"] = "true"
             if changes:
                 for name, value in changes.items():
-                    if name != "active":
-                        setattr(member, name, value)
+                    setattr(member, name, True if name == "active" else value)
                 member.updated_at = utcnow()
                 session.add(member)
                 result.updated += 1
@@ -252,46 +227,94 @@ def import_roster(session: Session, *, data: bytes | str, actor: str) -> ImportR
                 )
             else:
                 result.unchanged += 1
+    session.flush()  # ids for the new members
+    links = _Links(identities)
+    for row in rows:
+        member = members[row.values["member_id"]]
         for platform in ("slack", "matrix"):
-            account = v[f"{platform}_id"]
-            _drop_stale_roster_links(
-                session, member=member, platform=platform, keep=account, actor=actor
+            _sync_roster_link(
+                session,
+                links,
+                member=member,
+                platform=platform,
+                account=row.values[f"{platform}_id"],
+                actor=actor,
+                result=result,
             )
-            if account:
-                existing = get_identity(session, platform=platform, external_id=account)
-                if existing is None or existing.member_pk != member.id:
-                    link_identity(
-                        session,
-                        platform=platform,
-                        external_id=account,
-                        member=member,
-                        linked_via="roster",
-                        linked_by=actor,
-                    )
-                    result.linked.append(f"{platform}:{account}")
-                    audit.append(
-                        session,
-                        actor=actor,
-                        action="identity.linked",
-                        member_id=member.member_id,
-                        detail={"platform": platform, "account": account, "via": "roster"},
-                    )
     return result
 
 
-def _drop_stale_roster_links(
-    session: Session, *, member: Member, platform: str, keep: str, actor: str
+class _Links:
+    """Identities by account and, for roster links, by (member, platform)."""
+
+    def __init__(self, identities: dict[tuple[str, str], Identity]) -> None:
+        self.by_account = identities
+        self.roster: dict[tuple[int, str], list[Identity]] = {}
+        for identity in identities.values():
+            if identity.linked_via == "roster":
+                self.roster.setdefault((identity.member_pk, identity.platform), []).append(identity)
+
+    def add(self, identity: Identity) -> None:
+        self.by_account[(identity.platform, identity.external_id)] = identity
+        self.roster.setdefault((identity.member_pk, identity.platform), []).append(identity)
+
+    def remove(self, identity: Identity) -> None:
+        self.by_account.pop((identity.platform, identity.external_id), None)
+        owned = self.roster.get((identity.member_pk, identity.platform), [])
+        if identity in owned:
+            owned.remove(identity)
+
+
+def _check_account_owners(
+    rows: list[RosterRow],
+    identities: dict[tuple[str, str], Identity],
+    by_pk: dict[int | None, Member],
+) -> None:
+    """Refuse chat ids linked to someone else, unless this file moves that person elsewhere."""
+    new_ids = {
+        (p, row.values["member_id"]): row.values[f"{p}_id"]
+        for row in rows
+        for p in ("slack", "matrix")
+    }
+    problems: list[str] = []
+    for row in rows:
+        for platform in ("slack", "matrix"):
+            account = row.values[f"{platform}_id"]
+            identity = identities.get((platform, account)) if account else None
+            owner = by_pk.get(identity.member_pk) if identity is not None else None
+            if identity is None or owner is None or owner.member_id == row.values["member_id"]:
+                continue
+            moving_away = (
+                identity.linked_via == "roster"
+                and (platform, owner.member_id) in new_ids
+                and new_ids[(platform, owner.member_id)] != account
+            )  # the same file gives the old owner another id: a swap or correction
+            if not moving_away:
+                problems.append(
+                    f"line {row.line}: {platform}_id {account!r} is already linked "
+                    f"to {owner.member_id!r}"
+                )
+    if problems:
+        raise RosterError(problems)
+
+
+def _sync_roster_link(
+    session: Session,
+    links: _Links,
+    *,
+    member: Member,
+    platform: str,
+    account: str,
+    actor: str,
+    result: ImportResult,
 ) -> None:
     """The roster owns roster links: a changed or removed chat id unlinks the old one."""
     assert member.id is not None
-    for identity in identities_of(session, member_pk=member.id):
-        if (
-            identity.platform == platform
-            and identity.linked_via == "roster"
-            and (identity.external_id != keep)
-        ):
+    for identity in list(links.roster.get((member.id, platform), [])):
+        if identity.external_id != account:
             session.delete(identity)
             session.flush()
+            links.remove(identity)
             audit.append(
                 session,
                 actor=actor,
@@ -299,6 +322,40 @@ def _drop_stale_roster_links(
                 member_id=member.member_id,
                 detail={"platform": platform, "account": identity.external_id},
             )
+    if not account:
+        return
+    existing = links.by_account.get((platform, account))
+    if existing is not None and existing.member_pk == member.id:
+        return
+    if existing is not None:  # moving from another member (a swap in this same file)
+        links.remove(existing)
+    if existing is None:
+        identity = Identity(
+            platform=platform,
+            external_id=account,
+            member_pk=member.id,
+            linked_via="roster",
+            linked_by=actor,
+        )
+        session.add(identity)
+    else:
+        identity = link_identity(
+            session,
+            platform=platform,
+            external_id=account,
+            member=member,
+            linked_via="roster",
+            linked_by=actor,
+        )
+    links.add(identity)
+    result.linked.append(f"{platform}:{account}")
+    audit.append(
+        session,
+        actor=actor,
+        action="identity.linked",
+        member_id=member.member_id,
+        detail={"platform": platform, "account": account, "via": "roster"},
+    )
 
 
 def export_roster(session: Session) -> str:

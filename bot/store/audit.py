@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
@@ -18,6 +19,7 @@ from bot.models._types import utcnow
 from bot.timeutil import iso_utc
 
 GENESIS = "0" * 64
+_TAIL = "cosign_audit_tail"
 _AUDIT_LOCK_ID = 0x636F7369  # "cosi": serialises appends across processes on PostgreSQL
 
 
@@ -60,11 +62,19 @@ def append(
     detail: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> AuditEvent:
-    if is_postgres(session):
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _AUDIT_LOCK_ID})
-    last = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(1)).first()
-    seq = (last.seq + 1) if last else 1
-    prev_hash = last.hash if last else GENESIS
+    transaction = session.get_transaction()
+    tail = session.info.get(_TAIL)
+    if tail is not None and tail[0] is transaction:
+        # This transaction already holds the append lock and knows the chain's end.
+        seq, prev_hash = tail[1] + 1, tail[2]
+    else:
+        if is_postgres(session):
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _AUDIT_LOCK_ID})
+        last = session.exec(
+            select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(1)
+        ).first()
+        seq = (last.seq + 1) if last else 1
+        prev_hash = last.hash if last else GENESIS
     moment = at or utcnow()
     clean_detail = json.loads(json.dumps(detail or {}, default=str, ensure_ascii=False))
     event = AuditEvent(
@@ -88,8 +98,14 @@ def append(
         ),
     )
     session.add(event)
-    session.flush()
+    session.info[_TAIL] = (transaction, seq, event.hash)
     return event
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _forget_tail(session: Session, previous_transaction: object) -> None:
+    """A rolled-back append (even in a savepoint) invalidates the cached end of the chain."""
+    session.info.pop(_TAIL, None)
 
 
 def list_events(session: Session, *, letter_slug: str) -> Sequence[AuditEvent]:
