@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-import pytest
 from fakeslack import DEFAULT_SECRET, FakeSlack, sign_request, slash_command_body
 from helpers import create_example_letter
 from pg_server import _free_port
@@ -27,12 +26,6 @@ from bot.roster import import_roster
 
 MEMBERS = 500
 IN_FLIGHT = 50
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
 
 
 async def _wait_healthy(http: aiohttp.ClientSession, port: int) -> None:

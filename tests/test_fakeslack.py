@@ -35,14 +35,6 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """slack-sdk routes even loopback traffic through *_PROXY env vars (it ignores NO_PROXY)."""
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SKIP_SLACK_SDK_WARNING", "1")
-
-
 @pytest_asyncio.fixture
 async def fake() -> AsyncIterator[FakeSlack]:
     async with FakeSlack() as server:

@@ -6,7 +6,6 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from fakeslack import slash_command_body
 from helpers import LETTER
 from slack_support import SlackHarness, burst_roster, reply_text
@@ -17,12 +16,6 @@ from bot.letterfile import parse_letter
 from bot.models._types import utcnow
 from bot.roster import export_roster, import_roster
 from bot.store import letters, members, signatures
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
 
 
 def test_roster_of_10000_imports_exports_and_reimports_unchanged(database: Database) -> None:

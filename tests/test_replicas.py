@@ -8,7 +8,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from conftest import make_settings
 from fakeslack import DEFAULT_SECRET, FakeSlack
 from helpers import create_example_letter, import_example_roster
@@ -19,12 +18,6 @@ from sqlmodel import col, select
 from bot.db import Database
 from bot.models import AuditEvent, Compilation, OutboxMessage, Reminder
 from bot.models._types import utcnow
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
 
 
 async def test_two_bots_compile_announce_and_remind_once(db_url: str, tmp_path: Path) -> None:

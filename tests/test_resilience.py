@@ -20,12 +20,6 @@ from bot.models._types import utcnow
 from bot.store import letters
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def private_postgres(tmp_path: Path):  # type: ignore[no-untyped-def]
     if not pg_server.available():

@@ -21,13 +21,6 @@ from bot.models._types import utcnow
 from bot.store import letters, signatures
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """slack-sdk routes even loopback traffic through *_PROXY variables."""
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def open_letter(
     h: SlackHarness,
     *,
@@ -425,8 +418,9 @@ async def test_counter_on_a_deleted_post_is_logged_and_left(
         slug = open_letter(h)
         await h.settle()
         h.fake.fail("chat.update", error="message_not_found", times=100)
-        await h.post(slash_command_body("/sign", slug, "UABETZ",
-                                        response_url=h.fake.response_url("g")))
+        await h.post(
+            slash_command_body("/sign", slug, "UABETZ", response_url=h.fake.response_url("g"))
+        )
         await h.replies("g")
         await h.platform_counter_pass()
         await h.platform_counter_pass()
@@ -440,12 +434,16 @@ async def test_unknown_commands_actions_and_replayed_requests(
 ) -> None:
     async with SlackHarness(db_url, tmp_path) as h:
         slug = open_letter(h)
-        status, _, _ = await h.post(slash_command_body("/frobnicate", "x", "UABETZ",
-                                                       response_url=h.fake.response_url("f")))
+        status, _, _ = await h.post(
+            slash_command_body("/frobnicate", "x", "UABETZ", response_url=h.fake.response_url("f"))
+        )
         assert status == 200
         assert "Unknown command 'frobnicate'" in reply_text((await h.replies("f"))[0])
-        status, _, _ = await h.post(block_action_body("evil_action", slug, "UABETZ", "C1",
-                                                      response_url=h.fake.response_url("a")))
+        status, _, _ = await h.post(
+            block_action_body(
+                "evil_action", slug, "UABETZ", "C1", response_url=h.fake.response_url("a")
+            )
+        )
         assert status == 200
         assert "ignored unknown action evil_action" in caplog.text
         body = slash_command_body("/sign", slug, "UABETZ", response_url=h.fake.response_url("r"))

@@ -19,12 +19,6 @@ from bot.roster import import_roster
 from bot.runtime import Bot
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
 async def test_socket_mode_commands_and_buttons(db_url: str, tmp_path: Path) -> None:
     async with FakeSlack() as fake:
         settings = make_settings(
