@@ -1,0 +1,354 @@
+"""The Matrix platform: matrix-nio's AsyncClient (with end-to-end encryption) as a thin adapter.
+
+A text event ``!sign …`` (or a literal ``/sign …``) becomes an ``Invocation``; each ``Reply`` goes
+back as an ``m.notice`` replying to the command (in its thread), plain ``body`` plus sanitised HTML,
+``"m.mentions": {}``. Letter posts, reminders and compiled letters come from the outbox; the live
+counter edits letter posts with ``m.replace``.
+
+Durability (DESIGN.md rule 10). nio would store ``next_batch`` before running callbacks, so cosign
+runs its own loop over ``client.sync``: for every command of a batch it checks the handled-event
+table, runs the handler (its own transaction), then in one more transaction marks the event handled
+*and* queues the rendered replies (outbox rows of kind ``matrix_reply``); only when every command
+of the batch got that far is the batch's ``next_batch`` stored as the checkpoint. A crash before
+that re-syncs the batch: handled events are skipped, the others handled. Replies are sent at once
+by a sender task (the outbox deliverer is the fallback, and takes over after a crash); every send
+carries a transaction id derived from its key, so a re-sent reply is not a second message. On the
+bot's very first sync (no checkpoint) the timeline is requested with limit 0: history is ignored
+then and only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from nio import AsyncClient, AsyncClientConfig, MatrixRoom, MegolmEvent, RoomMessageText
+
+from bot.config import ConfigError, Settings
+from bot.core import Invocation, Reply, parse_text
+from bot.platforms.base import Delivery, Platform
+from bot.platforms.matrix_content import (
+    Rendered,
+    command_text,
+    is_edit,
+    render_pair,
+    reply_pair,
+    thread_and_reply,
+)
+from bot.platforms.matrix_loop import SyncLoop
+from bot.platforms.matrix_outbox import Publisher
+from bot.platforms.matrix_replies import ReplyQueue, reply_payload
+from bot.platforms.matrix_send import TRANSPORT_ERRORS, Backoff, Sender
+from bot.platforms.matrix_session import Credentials, HomeserverUnavailable, login, prepare_store
+from bot.store import matrix_sync
+
+if TYPE_CHECKING:
+    from bot.models import OutboxMessage
+    from bot.publishing import PostView
+    from bot.runtime import Bot
+
+log = logging.getLogger(__name__)
+
+#: how long the sync loop lets a batch's replies go out before it polls again
+REPLY_WAIT = 2.0
+LOGIN_RETRYABLE: tuple[type[BaseException], ...] = (HomeserverUnavailable, *TRANSPORT_ERRORS)
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+class MatrixPlatform(Platform):
+    name = "matrix"
+    live_counter = True
+    counter_interval = 5.0  # Synapse's default rc_message is 0.2/s with a burst of 10
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        access_token: str | None = None,
+        password: str | None = None,
+        pickle_key: str | None = None,
+        counter_interval: float | None = None,
+        reconnect_max: float = 30.0,
+        sync_timeout_ms: int = 30_000,
+        timeline_limit: int = 50,
+        ready_timeout: float = 15.0,
+    ) -> None:
+        """Secrets default to the environment (``settings.secrets``); tests pass them here."""
+        self.settings = settings
+        self.config = settings.matrix
+        secrets = settings.secrets
+        self.credentials = Credentials(
+            access_token=access_token or _secret(secrets.matrix_access_token),
+            password=password or _secret(secrets.matrix_password),
+            pickle_key=pickle_key or _secret(secrets.matrix_pickle_key),
+        )
+        if counter_interval is not None:
+            self.counter_interval = counter_interval
+        self.reconnect_max = reconnect_max
+        self.sync_timeout_ms = sync_timeout_ms
+        self.timeline_limit = timeline_limit
+        self.ready_timeout = ready_timeout
+        self._check_configuration()
+        self.user_id = self.config.user_id
+        self.device_id = self.config.device_id
+        self.client: AsyncClient | None = None
+        self.sender: Sender | None = None
+        self.replies: ReplyQueue | None = None
+        self.publisher: Publisher | None = None
+        self.loop: SyncLoop | None = None
+        self._bot: Bot | None = None
+        self._main_task: asyncio.Task[None] | None = None
+        self._reply_task: asyncio.Task[None] | None = None
+        self._hinted: set[tuple[str, str, str]] = set()
+        if logging.getLogger("nio").level == logging.NOTSET:
+            logging.getLogger("nio").setLevel(logging.WARNING)  # nio logs every event at INFO
+
+    def _check_configuration(self) -> None:
+        """Refuse to start (naming the key) rather than fail later in the background."""
+        from nio.crypto import ENCRYPTION_ENABLED
+
+        if self.config.encryption and not ENCRYPTION_ENABLED:
+            raise ConfigError(
+                "matrix.encryption: matrix-nio was installed without its e2e extra (vodozemac)"
+            )
+        if self.config.encryption and not self.credentials.pickle_key:
+            raise ConfigError(
+                "MATRIX_PICKLE_KEY: required when matrix.encryption is true (it encrypts the "
+                "keys in matrix.store_path)"
+            )
+        if not (self.credentials.access_token or self.credentials.password):
+            raise ConfigError("matrix: set MATRIX_ACCESS_TOKEN or MATRIX_PASSWORD")
+        if not self.config.user_id.startswith("@") or ":" not in self.config.user_id:
+            raise ConfigError(f"matrix.user_id: {self.config.user_id!r} is not @name:server")
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.loop is not None and self.loop.ready.is_set()
+
+    async def start(self, bot: Bot) -> None:
+        """Log in and do the first sync (waiting up to ``ready_timeout``), then run in the
+        background; an unreachable homeserver is retried there, bad credentials stop start-up."""
+        self._bot = bot
+        store = prepare_store(self.config.store_path)
+        self.client = client = AsyncClient(
+            self.config.homeserver.rstrip("/"),
+            self.config.user_id,
+            device_id=self.config.device_id,
+            store_path=str(store),
+            config=AsyncClientConfig(
+                encryption_enabled=self.config.encryption,
+                pickle_key=self.credentials.pickle_key or "",
+                store_sync_tokens=False,  # our own checkpoint, written after handling
+                max_limit_exceeded=0,  # rate limits are waited out by us, bounded
+                max_timeouts=1,  # connection loss is retried by our loop, with back-off
+                request_timeout=45,
+            ),
+        )
+        self.sender = Sender(client, encryption=self.config.encryption)
+        self.loop = SyncLoop(
+            client,
+            bot.database,
+            self.sender.gate,
+            user_id=self.config.user_id,
+            allowed_inviters=list(self.config.allowed_inviters),
+            on_event=self._handle_event,
+            on_failure=self._give_up,
+            after_batch=self._after_batch,
+            reconnect_max=self.reconnect_max,
+            sync_timeout_ms=self.sync_timeout_ms,
+            timeline_limit=self.timeline_limit,
+        )
+        self.replies = ReplyQueue(
+            bot.database, self.sender, self.loop.ready, reconnect_max=self.reconnect_max
+        )
+        self.publisher = Publisher(self, bot.database, self.sender)
+        self._main_task = asyncio.create_task(self._main(), name="matrix-sync")
+        self._reply_task = asyncio.create_task(self.replies.run(), name="matrix-replies")
+        waiter = asyncio.create_task(self.loop.ready.wait())
+        done, _ = await asyncio.wait(
+            {waiter, self._main_task},
+            timeout=self.ready_timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        waiter.cancel()
+        if self._main_task in done:
+            error = self._main_task.exception()
+            await self.stop()
+            raise error or RuntimeError("the Matrix sync loop ended during start-up")
+        if not self.ready:
+            log.warning("matrix: not connected yet; still trying in the background")
+
+    async def _main(self) -> None:
+        assert self.client is not None and self.loop is not None and self.replies is not None
+        backoff = Backoff(cap=self.reconnect_max)
+        while True:
+            try:
+                self.user_id, self.device_id = await login(
+                    self.client,
+                    user_id=self.config.user_id,
+                    device_id=self.config.device_id,
+                    store=self.config.store_path,
+                    credentials=self.credentials,
+                )
+                break
+            except LOGIN_RETRYABLE as exc:
+                log.warning("matrix: cannot log in yet (%s); retrying", exc.__class__.__name__)
+                await backoff.sleep()
+        log.info(
+            "matrix: %s device %s, fingerprint %s", self.user_id, self.device_id, self.fingerprint
+        )
+        await self.replies.load_leftovers()
+        await self.loop.run()
+
+    async def stop(self) -> None:
+        """Let a batch being handled finish (briefly), then stop; safe to call twice."""
+        task = self._main_task
+        if self.loop is not None:
+            self.loop.stopping = True
+        if task is not None and not task.done() and self.loop is not None and self.loop.handling:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout=5)
+            except (TimeoutError, asyncio.CancelledError, Exception):
+                pass
+        for pending in (self._main_task, self._reply_task):
+            if pending is None:
+                continue
+            pending.cancel()
+            try:
+                await pending
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._main_task = self._reply_task = None
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+
+    @property
+    def fingerprint(self) -> str:
+        """The device's ed25519 key in groups of four, as clients show it for verification."""
+        olm = self.client.olm if self.client is not None else None
+        if olm is None:
+            return "(no encryption)"
+        key = str(olm.account.identity_keys.get("ed25519", ""))
+        return " ".join(key[i : i + 4] for i in range(0, len(key), 4))
+
+    async def _after_batch(self) -> None:
+        assert self.replies is not None
+        await self.replies.let_out(REPLY_WAIT)
+
+    # --- commands ----------------------------------------------------------------------------
+
+    async def _handle_event(self, room: MatrixRoom, event: Any) -> None:
+        """A timeline event: a command becomes an Invocation; its replies are made durable."""
+        if getattr(event, "sender", None) == self.user_id:
+            return
+        if isinstance(event, MegolmEvent):
+            await self._undecryptable(room, event)
+            return
+        if not isinstance(event, RoomMessageText):
+            return  # notices, emotes, state, other message types: never commands
+        content = event.source.get("content") or {}
+        if not isinstance(content, dict) or is_edit(content):
+            return
+        parsed = parse_text(command_text(content))
+        if parsed is None:
+            return
+        assert self._bot is not None and self.replies is not None
+        if await asyncio.to_thread(self.replies.was_handled, event.event_id):
+            return
+        thread_root, reply_to = thread_and_reply(content)
+        invocation = Invocation(
+            platform=self.name,
+            channel=room.room_id,
+            user=event.sender,
+            command=parsed[0],
+            args=parsed[1],
+            thread=thread_root or reply_to,
+            event_id=event.event_id,
+            display_name=room.user_name(event.sender) or event.sender,
+        )
+        replies = await self._bot.handle(invocation)
+        payloads = [
+            reply_payload(self._render(reply), event.event_id, thread_root) for reply in replies
+        ]
+        await self.replies.commit(event.event_id, room.room_id, payloads)
+
+    async def _give_up(self, room: MatrixRoom, event: Any) -> None:
+        """An event whose handling kept failing: marked handled so the loop can move on."""
+        assert self.replies is not None
+        try:
+            await self.replies.commit(event.event_id, room.room_id, [])
+        except Exception:
+            log.exception("matrix: could not mark %s handled", event.event_id)
+
+    def _render(self, reply: Reply) -> Rendered:
+        try:
+            return reply_pair(reply)
+        except Exception:
+            log.exception("matrix: rendering %s failed", reply.template)
+            return render_pair("replies/apology.j2", error_id="render")
+
+    async def _undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
+        """Log it, ask for the key, and answer the sender once per key session with a hint."""
+        assert self.replies is not None
+        if await asyncio.to_thread(self.replies.was_handled, event.event_id):
+            return
+        log.warning(
+            "matrix: cannot decrypt %s in %s from %s (device %s, session %s)",
+            event.event_id,
+            room.room_id,
+            event.sender,
+            event.device_id,
+            event.session_id,
+        )
+        if self.client is not None and self.client.olm is not None:
+            try:
+                await self.client.request_room_key(event)
+            except Exception as exc:  # best effort: already requested, or not answerable
+                log.debug("matrix: room key request for %s not sent: %s", event.event_id, exc)
+        key = (room.room_id, event.sender, event.session_id)
+        payloads: list[dict[str, Any]] = []
+        if key not in self._hinted:
+            self._hinted.add(key)
+            hint = render_pair(
+                "matrix/undecryptable.j2", device=self.device_id, fingerprint=self.fingerprint
+            )
+            payloads.append(reply_payload(hint, event.event_id, None))
+        await self.replies.commit(event.event_id, room.room_id, payloads)
+
+    # --- outbox and live counter -------------------------------------------------------------
+
+    async def _wait_ready(self, timeout: float = 10.0) -> bool:
+        if self.loop is None:
+            return False
+        try:
+            await asyncio.wait_for(self.loop.ready.wait(), timeout=timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def deliver(self, message: OutboxMessage) -> Delivery:
+        if not await self._wait_ready() or self.publisher is None or self.replies is None:
+            return Delivery.failed("not connected to the homeserver yet")
+        if message.kind == matrix_sync.REPLY_KIND:  # a reply the sender task handed over
+            return await self.replies.deliver(
+                message.channel, message.payload, message.idempotency_key
+            )
+        return await self.publisher.deliver(message)
+
+    async def update_post(self, post: PostView) -> Delivery:
+        """Edit the letter post (``m.replace``) to show the current count and state."""
+        if not self.ready or self.publisher is None or self.sender is None:
+            return Delivery.failed("not connected to the homeserver yet")
+        # Replies to people come first: a counter edit can wait for the next pass.
+        waiting = self.replies.pending if self.replies is not None else 0
+        busy = max(self.sender.gate.remaining(), self.counter_interval if waiting else 0.0)
+        if busy > 0:
+            return Delivery.failed("replies first", retry_after=busy)
+        return await self.publisher.update_post(post)

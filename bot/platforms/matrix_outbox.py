@@ -1,0 +1,169 @@
+"""What the Matrix platform posts on its own (the outbox), and the live counter's edits.
+
+* ``post_letter``: the letter as a notice with its deadline and count; recorded with
+  ``publishing.record_post`` (the event id) so the counter can edit it. A letter too long for one
+  event (64 KiB, less in encrypted rooms) is posted as a summary with the text as an ``m.file``.
+* ``message``: a reminder or closing summary (template + context), plain text and HTML.
+* ``compiled``: the compiled letter as files (``.txt`` and ``.html``) after a summary notice.
+* ``update_post``: an ``m.replace`` edit of the post with the full new content.
+
+Each send's transaction id derives from the outbox idempotency key (plus a part name), so a retry
+after a crash returns the event already sent instead of posting it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from bot import publishing
+from bot.db import Database
+from bot.platforms.base import Delivery, Platform, render_message
+from bot.platforms.matrix_content import (
+    Rendered,
+    edit,
+    fits,
+    html_lines,
+    notice,
+    render_pair,
+    txn_id,
+)
+from bot.platforms.matrix_send import Sender
+from bot.timeutil import format_utc
+
+if TYPE_CHECKING:
+    from bot.models import OutboxMessage
+    from bot.publishing import LetterView, PostView
+
+TEXT = "text/plain; charset=utf-8"
+HTML = "text/html; charset=utf-8"
+
+
+class Publisher:
+    def __init__(self, platform: Platform, database: Database, sender: Sender) -> None:
+        self.platform = platform
+        self.database = database
+        self.sender = sender
+
+    async def deliver(self, message: OutboxMessage) -> Delivery:
+        if message.kind == "post_letter":
+            return await self._post_letter(message)
+        if message.kind == "message":
+            rendered = Rendered(
+                render_message(self.platform, message.payload, "text"),
+                html_lines(render_message(self.platform, message.payload, "html")),
+            )
+            return await self.sender.send_text(
+                message.channel, rendered, key=message.idempotency_key
+            )
+        if message.kind == "compiled":
+            return await self._post_compiled(message)
+        return Delivery.failed(f"unknown outbox kind {message.kind!r}", permanent=True)
+
+    def letter_content(self, letter: LetterView, room_id: str) -> tuple[dict[str, Any], bool]:
+        """The post's content, and whether its text had to go into an attached file."""
+        encrypted = self.sender.is_encrypted(room_id)
+        content: dict[str, Any] = {}
+        for attached in (False, True):
+            content = notice(
+                render_pair(
+                    "matrix/letter_post.j2",
+                    title=letter.title,
+                    slug=letter.slug,
+                    state=letter.state,
+                    deadline=letter.deadline_text,
+                    closed_at=format_utc(letter.closed_at) if letter.closed_at else "",
+                    count=letter.count,
+                    text=letter.text,
+                    attached=attached,
+                    filename=f"{letter.slug}.txt",
+                    prefix=self.platform.command_prefix,
+                )
+            )
+            # Decided on the size of an edit, which carries the content again (m.new_content),
+            # so the counter can always edit what was posted.
+            if fits(edit("$" + "x" * 60, content), encrypted=encrypted):
+                return content, attached
+        return content, True
+
+    async def _post_letter(self, message: OutboxMessage) -> Delivery:
+        room_id, key = message.channel, message.idempotency_key
+        post = await asyncio.to_thread(
+            publishing.letter_post,
+            self.database,
+            slug=message.payload["slug"],
+            platform=self.platform.name,
+            channel=room_id,
+        )
+        if post is None:
+            return Delivery.sent(skipped="letter not found")
+        if post.message_id:  # posted and recorded before a crash, not yet marked delivered
+            return Delivery.sent(event_id=post.message_id)
+        content, attached = self.letter_content(post.letter, room_id)
+        sent = await self.sender.room_send(room_id, content, txn_id(key, "post"))
+        if not sent.ok:
+            return sent
+        event_id = str(sent.result["event_id"])
+        if attached:
+            filed = await self.sender.send_file(
+                room_id,
+                filename=f"{post.letter.slug}.txt",
+                data=(post.letter.text + "\n").encode("utf-8"),
+                mimetype=TEXT,
+                tx=txn_id(key, "file"),
+                reply_to=event_id,
+            )
+            if not filed.ok:
+                return filed  # the retry finds the post by its transaction id, sends the file
+        await asyncio.to_thread(
+            publishing.record_post,
+            self.database,
+            post_id=post.post_id,
+            message_id=event_id,
+            count=post.letter.count,
+            state=post.letter.state,
+        )
+        return Delivery.sent(event_id=event_id, attached=attached)
+
+    async def _post_compiled(self, message: OutboxMessage) -> Delivery:
+        room_id, key = message.channel, message.idempotency_key
+        result = await asyncio.to_thread(
+            publishing.compiled, self.database, slug=message.payload["slug"]
+        )
+        if result is None:
+            return Delivery.failed("the letter has no compilation yet")
+        files = [
+            (fmt, f"{result.slug}.{fmt}", mimetype)
+            for fmt, mimetype in (("txt", TEXT), ("html", HTML))
+            if fmt in result.outputs
+        ]
+        summary = render_pair(
+            "matrix/compiled.j2",
+            title=result.title,
+            closed_at=format_utc(result.compiled_at),
+            count=result.count,
+            files=[name for _, name, _ in files],
+        )
+        sent = await self.sender.room_send(room_id, notice(summary), txn_id(key, "summary"))
+        if not sent.ok:
+            return sent
+        event_ids = {"summary": sent.result.get("event_id")}
+        for fmt, filename, mimetype in files:
+            filed = await self.sender.send_file(
+                room_id,
+                filename=filename,
+                data=result.outputs[fmt].encode("utf-8"),
+                mimetype=mimetype,
+                tx=txn_id(key, fmt),
+            )
+            if not filed.ok:
+                return filed
+            event_ids[fmt] = filed.result.get("event_id")
+        return Delivery.sent(**event_ids)
+
+    async def update_post(self, post: PostView) -> Delivery:
+        if not post.message_id:
+            return Delivery.failed("the post has no event id", permanent=True)
+        content, _ = self.letter_content(post.letter, post.channel)
+        # A fresh transaction id: the same count can legitimately be shown again later.
+        return await self.sender.room_send(post.channel, edit(post.message_id, content))

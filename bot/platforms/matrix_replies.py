@@ -1,0 +1,179 @@
+"""Replies to Matrix commands: durable before they are sent, sent at once, in order.
+
+``commit`` marks the command's event handled and stores its rendered replies (outbox rows of kind
+``matrix_reply``, held back from the outbox deliverer) in one transaction; the sender task then
+sends them straight away. Rate limits are waited out at the shared gate (bounded); a reply that
+still cannot go out is handed to the outbox deliverer's slower retries, and replies left over by a
+crash are sent first on the next start. Every send's transaction id is derived from the row's key,
+so a reply re-sent after a crash is the same event, not a second message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from bot.db import Database
+from bot.models import OutboxMessage
+from bot.models._types import utcnow
+from bot.platforms.base import Delivery
+from bot.platforms.matrix_content import Rendered
+from bot.platforms.matrix_send import Backoff, Sender
+from bot.store import matrix_sync, outbox
+
+log = logging.getLogger(__name__)
+
+#: queued replies wait this long before the outbox deliverer may take them over from the sender
+REPLY_HOLD = timedelta(minutes=10)
+#: rate-limit answers one reply may get before it is handed to the outbox's slower retries
+MAX_RATE_LIMITED = 12
+#: transport failures one reply may get before the same hand-over
+MAX_TRANSPORT_FAILURES = 8
+
+
+@dataclass(frozen=True)
+class QueuedReply:
+    outbox_id: int
+    key: str
+    room_id: str
+    payload: dict[str, Any]
+
+
+def reply_payload(message: Rendered, reply_to: str, thread_root: str | None) -> dict[str, Any]:
+    return {"text": message.text, "html": message.html, "reply_to": reply_to, "thread": thread_root}
+
+
+def _queued(row: OutboxMessage) -> QueuedReply:
+    assert row.id is not None
+    return QueuedReply(row.id, row.idempotency_key, row.channel, dict(row.payload))
+
+
+class ReplyQueue:
+    def __init__(
+        self, database: Database, sender: Sender, ready: asyncio.Event, *, reconnect_max: float
+    ) -> None:
+        self.database = database
+        self.sender = sender
+        self.ready = ready
+        self.reconnect_max = reconnect_max
+        self.queue: asyncio.Queue[QueuedReply] = asyncio.Queue()
+
+    @property
+    def pending(self) -> int:
+        return self.queue.qsize()
+
+    # --- the database side (in worker threads) ---------------------------------------------
+
+    def was_handled(self, event_id: str) -> bool:
+        with self.database.session() as session:
+            return matrix_sync.was_handled(session, event_id=event_id)
+
+    def _record(
+        self, event_id: str, room_id: str, payloads: list[dict[str, Any]]
+    ) -> list[QueuedReply]:
+        with self.database.session() as session:
+            rows = matrix_sync.record_command(
+                session,
+                event_id=event_id,
+                room_id=room_id,
+                replies=payloads,
+                hold_until=utcnow() + REPLY_HOLD,
+            )
+            return [_queued(row) for row in rows or []]
+
+    def _leftovers(self) -> list[QueuedReply]:
+        with self.database.session() as session:
+            rows = matrix_sync.pending_replies(session, hold_until=utcnow() + REPLY_HOLD)
+            return [_queued(row) for row in rows]
+
+    def _mark(self, item: QueuedReply, delivery: Delivery) -> None:
+        now = utcnow()
+        with self.database.session() as session:
+            if delivery.ok:
+                outbox.mark_delivered(
+                    session, message_id=item.outbox_id, at=now, result=delivery.result
+                )
+                return
+            wait = delivery.retry_after if delivery.retry_after is not None else 5.0
+            outbox.mark_retry(
+                session,
+                message_id=item.outbox_id,
+                error=delivery.error,
+                next_attempt_at=now + timedelta(seconds=wait),
+                give_up=delivery.permanent,
+            )
+
+    # --- the event-loop side ---------------------------------------------------------------
+
+    async def commit(self, event_id: str, room_id: str, payloads: list[dict[str, Any]]) -> None:
+        """The command is handled: mark it and store its replies (one transaction), then send."""
+        for item in await asyncio.to_thread(self._record, event_id, room_id, payloads):
+            self.queue.put_nowait(item)
+
+    async def load_leftovers(self) -> None:
+        """Replies an earlier run stored but never sent (it crashed): they go out first."""
+        for item in await asyncio.to_thread(self._leftovers):
+            self.queue.put_nowait(item)
+
+    async def let_out(self, timeout: float) -> None:
+        """Wait (briefly) for the queued replies to go out, unless the homeserver rate-limits us.
+
+        The sync loop calls this before its next long poll, so the homeserver serves the reply
+        before that /sync, as with a callback-based bot: lower latency on a busy homeserver.
+        """
+        if self.queue.empty() or self.sender.gate.remaining() > 0:
+            return
+        try:
+            await asyncio.wait_for(self.queue.join(), timeout=timeout)
+        except TimeoutError:
+            pass
+
+    async def run(self) -> None:
+        """The sender task: replies in order, each retried (bounded) until sent or handed over."""
+        while True:
+            item = await self.queue.get()
+            try:
+                await self.ready.wait()
+                await self._send(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("matrix: sending reply %s failed; the outbox will retry", item.key)
+            finally:
+                self.queue.task_done()
+
+    async def _send(self, item: QueuedReply) -> None:
+        limited = transport = 0
+        backoff = Backoff(cap=self.reconnect_max)
+        while True:
+            delivery = await self.deliver(item.room_id, item.payload, item.key)
+            if delivery.ok or delivery.permanent:
+                if delivery.permanent:
+                    log.warning("matrix: reply %s cannot be sent: %s", item.key, delivery.error)
+                break
+            if delivery.retry_after is not None:
+                limited += 1
+                if limited <= MAX_RATE_LIMITED:
+                    continue  # the gate holds the next try for retry_after
+            else:
+                transport += 1
+                if transport <= MAX_TRANSPORT_FAILURES:
+                    await backoff.sleep()
+                    continue
+            log.warning("matrix: reply %s handed to the outbox (%s)", item.key, delivery.error)
+            break
+        await asyncio.to_thread(self._mark, item, delivery)
+
+    async def deliver(self, room_id: str, payload: dict[str, Any], key: str) -> Delivery:
+        """One attempt (also what the outbox deliverer calls for a handed-over reply)."""
+        return await self.sender.send_text(
+            room_id,
+            Rendered(payload["text"], payload["html"]),
+            key=key,
+            reply_to=payload.get("reply_to"),
+            thread_root=payload.get("thread"),
+            filename="reply.txt",
+        )
