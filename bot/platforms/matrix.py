@@ -259,8 +259,10 @@ class MatrixPlatform(Platform):
         parsed = parse_text(command_text(content))
         if parsed is None:
             return
-        assert self._bot is not None and self.replies is not None
-        if await asyncio.to_thread(self.replies.was_handled, event.event_id):
+        assert self._bot is not None and self.replies is not None and self.loop is not None
+        if self.loop.replaying and await asyncio.to_thread(
+            self.replies.was_handled, event.event_id
+        ):
             return
         thread_root, reply_to = thread_and_reply(content)
         invocation = Invocation(

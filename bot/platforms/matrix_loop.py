@@ -102,6 +102,9 @@ class SyncLoop:
         self.ready = asyncio.Event()
         self.stopping = False
         self.handling = False  # between receiving a batch and storing its checkpoint
+        #: the batch may hold events handled before (first batch after a start, or a retried
+        #: batch): only then must each command be checked against the handled-event table
+        self.replaying = True
         self._failures: dict[str, int] = {}
         self._filter_ids: dict[int, str] = {}
 
@@ -142,6 +145,7 @@ class SyncLoop:
                 finally:
                     self.handling = False
                 since, first = response.next_batch, False
+                self.replaying = False
                 backoff.reset()
                 if not self.ready.is_set():
                     log.info("matrix: synced; listening for commands")
@@ -155,6 +159,7 @@ class SyncLoop:
                 else:
                     log.exception("matrix: handling a sync batch failed; retrying it")
                 self.client.next_batch = since  # so nio decrypts the batch again when re-synced
+                self.replaying = True
                 await backoff.sleep()
 
     async def _filter(self, limit: int) -> str | dict[str, Any]:

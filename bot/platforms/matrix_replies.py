@@ -1,11 +1,14 @@
-"""Replies to Matrix commands: durable before they are sent, sent at once, in order.
+"""Replies to Matrix commands: sent at once, in order, and made durable meanwhile.
 
-``commit`` marks the command's event handled and stores its rendered replies (outbox rows of kind
-``matrix_reply``, held back from the outbox deliverer) in one transaction; the sender task then
-sends them straight away. Rate limits are waited out at the shared gate (bounded); a reply that
-still cannot go out is handed to the outbox deliverer's slower retries, and replies left over by a
-crash are sent first on the next start. Every send's transaction id is derived from the row's key,
-so a reply re-sent after a crash is the same event, not a second message.
+``commit`` hands the rendered replies to the sender task and, while they go out, marks the
+command's event handled and stores the replies (outbox rows of kind ``matrix_reply``, held back
+from the outbox deliverer) in one transaction; the sync loop waits for that commit before it moves
+its checkpoint. Every send's transaction id derives from the reply's key, so a command re-handled
+after a crash between its send and that commit gets the event already sent, not a second message.
+
+Rate limits are waited out at the shared gate (bounded); a reply that still cannot go out is
+handed to the outbox deliverer's slower retries, and replies left over by a crash are sent first on
+the next start.
 """
 
 from __future__ import annotations
@@ -36,19 +39,20 @@ MAX_TRANSPORT_FAILURES = 8
 
 @dataclass(frozen=True)
 class QueuedReply:
-    outbox_id: int
     key: str
     room_id: str
     payload: dict[str, Any]
+    outbox_id: asyncio.Future[int | None]  # known once the commit is done (None: nothing stored)
 
 
 def reply_payload(message: Rendered, reply_to: str, thread_root: str | None) -> dict[str, Any]:
     return {"text": message.text, "html": message.html, "reply_to": reply_to, "thread": thread_root}
 
 
-def _queued(row: OutboxMessage) -> QueuedReply:
-    assert row.id is not None
-    return QueuedReply(row.id, row.idempotency_key, row.channel, dict(row.payload))
+def _stored(row: OutboxMessage) -> QueuedReply:
+    future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+    future.set_result(row.id)
+    return QueuedReply(row.idempotency_key, row.channel, dict(row.payload), future)
 
 
 class ReplyQueue:
@@ -73,7 +77,7 @@ class ReplyQueue:
 
     def _record(
         self, event_id: str, room_id: str, payloads: list[dict[str, Any]]
-    ) -> list[QueuedReply]:
+    ) -> dict[str, int]:
         with self.database.session() as session:
             rows = matrix_sync.record_command(
                 session,
@@ -82,25 +86,22 @@ class ReplyQueue:
                 replies=payloads,
                 hold_until=utcnow() + REPLY_HOLD,
             )
-            return [_queued(row) for row in rows or []]
+            return {row.idempotency_key: row.id for row in rows or [] if row.id is not None}
 
-    def _leftovers(self) -> list[QueuedReply]:
+    def _leftovers(self) -> list[OutboxMessage]:
         with self.database.session() as session:
-            rows = matrix_sync.pending_replies(session, hold_until=utcnow() + REPLY_HOLD)
-            return [_queued(row) for row in rows]
+            return matrix_sync.pending_replies(session, hold_until=utcnow() + REPLY_HOLD)
 
-    def _mark(self, item: QueuedReply, delivery: Delivery) -> None:
+    def _mark(self, outbox_id: int, delivery: Delivery) -> None:
         now = utcnow()
         with self.database.session() as session:
             if delivery.ok:
-                outbox.mark_delivered(
-                    session, message_id=item.outbox_id, at=now, result=delivery.result
-                )
+                outbox.mark_delivered(session, message_id=outbox_id, at=now, result=delivery.result)
                 return
             wait = delivery.retry_after if delivery.retry_after is not None else 5.0
             outbox.mark_retry(
                 session,
-                message_id=item.outbox_id,
+                message_id=outbox_id,
                 error=delivery.error,
                 next_attempt_at=now + timedelta(seconds=wait),
                 give_up=delivery.permanent,
@@ -109,14 +110,26 @@ class ReplyQueue:
     # --- the event-loop side ---------------------------------------------------------------
 
     async def commit(self, event_id: str, room_id: str, payloads: list[dict[str, Any]]) -> None:
-        """The command is handled: mark it and store its replies (one transaction), then send."""
-        for item in await asyncio.to_thread(self._record, event_id, room_id, payloads):
+        """The command is handled: its replies start going out, and the handled mark and the
+        replies are committed (one transaction) before this returns."""
+        loop = asyncio.get_running_loop()
+        items = [
+            QueuedReply(matrix_sync.reply_key(event_id, i), room_id, p, loop.create_future())
+            for i, p in enumerate(payloads)
+        ]
+        for item in items:
             self.queue.put_nowait(item)
+        stored: dict[str, int] = {}
+        try:
+            stored = await asyncio.to_thread(self._record, event_id, room_id, payloads)
+        finally:
+            for item in items:
+                item.outbox_id.set_result(stored.get(item.key))
 
     async def load_leftovers(self) -> None:
         """Replies an earlier run stored but never sent (it crashed): they go out first."""
-        for item in await asyncio.to_thread(self._leftovers):
-            self.queue.put_nowait(item)
+        for row in await asyncio.to_thread(self._leftovers):
+            self.queue.put_nowait(_stored(row))
 
     async def let_out(self, timeout: float) -> None:
         """Wait (briefly) for the queued replies to go out, unless the homeserver rate-limits us.
@@ -165,7 +178,9 @@ class ReplyQueue:
                     continue
             log.warning("matrix: reply %s handed to the outbox (%s)", item.key, delivery.error)
             break
-        await asyncio.to_thread(self._mark, item, delivery)
+        outbox_id = await item.outbox_id
+        if outbox_id is not None:
+            await asyncio.to_thread(self._mark, outbox_id, delivery)
 
     async def deliver(self, room_id: str, payload: dict[str, Any], key: str) -> Delivery:
         """One attempt (also what the outbox deliverer calls for a handed-over reply)."""

@@ -22,6 +22,11 @@ PLATFORM = "matrix"
 REPLY_KIND = "matrix_reply"
 
 
+def reply_key(event_id: str, index: int) -> str:
+    """The idempotency key of a command's index-th reply (also its transaction id's source)."""
+    return f"matrix-reply:{event_id}:{index}"
+
+
 def get_checkpoint(session: Session, *, user_id: str) -> str | None:
     row = session.exec(select(MatrixSyncState).where(MatrixSyncState.user_id == user_id)).first()
     return row.next_batch if row is not None else None
@@ -60,7 +65,7 @@ def record_command(
     for index, payload in enumerate(replies):
         message = outbox.enqueue(
             session,
-            key=f"matrix-reply:{event_id}:{index}",
+            key=reply_key(event_id, index),
             platform=PLATFORM,
             channel=room_id,
             kind=REPLY_KIND,
