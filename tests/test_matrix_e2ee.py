@@ -161,10 +161,12 @@ async def test_encrypted_room_end_to_end(
     # Restarted: same device, same keys; the room is still readable both ways.
     platform = world.platform(settings)
     async with running(settings, database, platform):
+        third = synapse.send_event(bob_token, room, "m.room.encrypted", bogus)
         command = await alice.say(room, "!unsign")
         reply = await alice.wait(notice_replying_to(command))
         assert "withdrawn" in reply.body
         assert platform.device_id == world.bot.device_id
+        assert not [e for e in alice.events if notice_replying_to(third)(e)]  # hinted once only
     bot_events = [e for e in alice.events if e.sender == world.bot.user_id]
     assert bot_events and not [e for e in bot_events if isinstance(e, MegolmEvent)]
     database.dispose()

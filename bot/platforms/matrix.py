@@ -103,7 +103,7 @@ class MatrixPlatform(Platform):
         self._bot: Bot | None = None
         self._main_task: asyncio.Task[None] | None = None
         self._reply_task: asyncio.Task[None] | None = None
-        self._hinted: set[tuple[str, str, str]] = set()
+        self._hinted: set[str] = set()
         if logging.getLogger("nio").level == logging.NOTSET:
             logging.getLogger("nio").setLevel(logging.WARNING)  # nio logs every event at INFO
 
@@ -297,7 +297,10 @@ class MatrixPlatform(Platform):
             return render_pair("replies/apology.j2", error_id="render")
 
     async def _undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
-        """Log it, ask for the key, and answer the sender once per key session with a hint."""
+        """Log it and answer the sender once per key session with a hint.
+
+        (nio's key requests go to the bot's own other devices, of which it has none.)
+        """
         assert self.replies is not None
         if await asyncio.to_thread(self.replies.was_handled, event.event_id):
             return
@@ -309,19 +312,18 @@ class MatrixPlatform(Platform):
             event.device_id,
             event.session_id,
         )
-        if self.client is not None and self.client.olm is not None:
-            try:
-                await self.client.request_room_key(event)
-            except Exception as exc:  # best effort: already requested, or not answerable
-                log.debug("matrix: room key request for %s not sent: %s", event.event_id, exc)
-        key = (room.room_id, event.sender, event.session_id)
+        # Once per (key session, room, sender), across restarts too: a marker in handledevent.
+        marker = f"hint:{event.session_id}:{room.room_id}:{event.sender}"[:255]
         payloads: list[dict[str, Any]] = []
-        if key not in self._hinted:
-            self._hinted.add(key)
+        if marker not in self._hinted and not await asyncio.to_thread(
+            self.replies.was_handled, marker
+        ):
             hint = render_pair(
                 "matrix/undecryptable.j2", device=self.device_id, fingerprint=self.fingerprint
             )
             payloads.append(reply_payload(hint, event.event_id, None))
+            await self.replies.commit(marker, room.room_id, [])
+        self._hinted.add(marker)
         await self.replies.commit(event.event_id, room.room_id, payloads)
 
     # --- outbox and live counter -------------------------------------------------------------
