@@ -16,13 +16,16 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from helpers import create_example_letter
 from matrix_support import PICKLE_KEY, MatrixWorld, eventually, new_world, reply_target, running
 from sqlmodel import select
 from synapse_server import SynapseServer, unique_localpart
 
+from bot.config import ConfigError
 from bot.db import Database
 from bot.models import HandledEvent, OutboxMessage, Signature
+from bot.platforms.matrix import MatrixPlatform
 from bot.platforms.matrix_loop import inviter_allowed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,6 +110,49 @@ async def test_homeserver_stopped_and_restarted_under_the_bot(
     finally:
         await asyncio.to_thread(synapse.ensure_running)
         database.dispose()
+
+
+async def test_started_while_the_homeserver_is_down(
+    synapse: SynapseServer, tmp_path: Path, sqlite_url: str
+) -> None:
+    world = new_world(synapse, tmp_path)
+    (alice,) = world.add_members(1)
+    room = world.room()
+    settings = world.settings(sqlite_url)
+    database = Database(settings.database.url)
+    world.import_roster(database)
+    create_example_letter(database, settings, post_to=[f"matrix:{room}"])
+    try:
+        await asyncio.to_thread(synapse.stop)
+        platform = world.platform(settings, ready_timeout=0.5)
+        async with running(settings, database, platform):
+            assert not platform.ready  # start returned; login is retried in the background
+            await asyncio.to_thread(synapse.start)
+            await world.wait_letter_post(room, timeout=30)
+            await world.wait_reply(room, world.say(alice.user, room, "!sign"), timeout=30)
+    finally:
+        await asyncio.to_thread(synapse.ensure_running)
+        database.dispose()
+
+
+async def test_bad_credentials_stop_start_up_naming_the_key(
+    synapse: SynapseServer, tmp_path: Path, sqlite_url: str
+) -> None:
+    world = new_world(synapse, tmp_path)
+    settings = world.settings(sqlite_url, encryption=True)
+    database = Database(settings.database.url)
+    with pytest.raises(ConfigError, match="MATRIX_PICKLE_KEY"):
+        MatrixPlatform(settings, access_token=world.bot.access_token)
+    with pytest.raises(ConfigError, match="MATRIX_ACCESS_TOKEN or MATRIX_PASSWORD"):
+        MatrixPlatform(settings, pickle_key=PICKLE_KEY)
+    for credentials, key in (
+        ({"access_token": "not-a-token"}, "MATRIX_ACCESS_TOKEN"),
+        ({"access_token": None, "password": "wrong"}, "MATRIX_PASSWORD"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            async with running(settings, database, world.platform(settings, **credentials)):
+                pass
+    database.dispose()
 
 
 async def test_invites_only_from_allowed_inviters(
