@@ -23,6 +23,7 @@ from sqlmodel import select
 from synapse_server import SynapseServer, unique_localpart
 
 from bot.config import ConfigError
+from bot.core import Invocation, Reply
 from bot.db import Database
 from bot.models import HandledEvent, OutboxMessage, Signature
 from bot.platforms.matrix import MatrixPlatform
@@ -152,6 +153,40 @@ async def test_bad_credentials_stop_start_up_naming_the_key(
         with pytest.raises(ConfigError, match=key):
             async with running(settings, database, world.platform(settings, **credentials)):
                 pass
+    database.dispose()
+
+
+async def test_a_failing_event_never_stops_the_loop(
+    synapse: SynapseServer, tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = new_world(synapse, tmp_path)
+    alice, bob = world.add_members(2)
+    room = world.room()
+    settings = world.settings(sqlite_url)
+    database = Database(settings.database.url)
+    world.import_roster(database)
+    create_example_letter(database, settings, post_to=[f"matrix:{room}"])
+    platform = world.platform(settings)
+    async with running(settings, database, platform) as bot:
+        await world.wait_letter_post(room)
+        real_handle = bot.handle
+        calls: list[str] = []
+
+        async def flaky(invocation: Invocation) -> list[Reply]:
+            calls.append(invocation.command)
+            if invocation.command == "status":
+                raise RuntimeError("adapter bug")
+            return await real_handle(invocation)
+
+        bot.handle = flaky  # type: ignore[method-assign]
+        broken = world.say(alice.user, room, "!status")
+        after = world.say(bob.user, room, "!sign")
+        reply = await world.wait_reply(room, after, timeout=30)
+        assert "signed" in reply["content"]["body"]
+        assert calls.count("status") == 3  # retried with its batch, then given up
+    (apology,) = world.replies_to(room, broken)
+    assert "Sorry, something went wrong" in apology["content"]["body"]
+    assert "giving up on event" in caplog.text
     database.dispose()
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from nio import AsyncClient, AsyncClientConfig, MatrixRoom, MegolmEvent, RoomMessageText
@@ -282,10 +283,16 @@ class MatrixPlatform(Platform):
         await self.replies.commit(event.event_id, room.room_id, payloads)
 
     async def _give_up(self, room: MatrixRoom, event: Any) -> None:
-        """An event whose handling kept failing: marked handled so the loop can move on."""
+        """An event whose handling kept failing: apologise, mark it handled, move on."""
         assert self.replies is not None
+        error_id = secrets.token_hex(4)
+        log.error("matrix: error %s: event %s was given up", error_id, event.event_id)
+        payloads = []
+        if isinstance(event, RoomMessageText):
+            apology = render_pair("replies/apology.j2", error_id=error_id)
+            payloads.append(reply_payload(apology, event.event_id, None))
         try:
-            await self.replies.commit(event.event_id, room.room_id, [])
+            await self.replies.commit(event.event_id, room.room_id, payloads)
         except Exception:
             log.exception("matrix: could not mark %s handled", event.event_id)
 
