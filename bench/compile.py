@@ -1,0 +1,472 @@
+"""Compiling 10,000 signatories and `status` on 10,000 (DESIGN.md §7).
+
+Targets: compile 10,000 signatories into txt+md+html ≤ 1 s; `status` on 10,000 ≤ 100 ms.
+
+Setup (not timed): a migrated database (a SQLite file in a temp dir, or a throwaway schema on
+--postgres-url) with a roster of `--members` (10,000) signed members plus `--unsigned` (500) who
+have not signed, imported with the real roster import: varied, deterministic names with accents,
+particles, hyphens, titles and post-nominals (some given in decomposed Unicode, which the import
+normalises), in ~40 groups. One letter (examples/interpol-2021.md) is posted to slack:C1 and
+every signed member's signature is inserted in bulk; `--pending` unknown accounts are pending.
+
+Timed, each `--repeat` times, median reported (and the spread):
+
+- baseline: the same 10,000 "name (group)" lines sorted by plain `str` and joined with "\\n"
+  (what any implementation must at least do); every other figure is also printed as a multiple
+  of it;
+- loading the signatories (bot.store.signatures.signatories: the query, ORM rows, render_name);
+- render_letter for txt, md and html with the signatories already loaded, each alone and the
+  three together (the compile target);
+- the whole close path: bot.store.letters.close_letter in a transaction that is rolled back
+  (state change, loading, all five formats, the compilation row, the audit event);
+- status_view for a coordinator (names, not signed, pending) and for a member, the status reply
+  rendered (render_reply of replies/status.j2, mrkdwn as Slack gets it), and the whole `status`
+  command as a chat user runs it (Dispatcher.dispatch in its own transaction + render_reply).
+
+Names sort by UCA collation keys (bot.names) kept in two LRU caches. "cold" runs clear those
+caches before every repetition (a fresh `cosign letter close` process, or the first status
+after a restart, sees that); "warm" runs keep them (a running bot answering status again). The
+collator itself is built once per process and timed separately. Verdicts use the cold figures.
+
+    .venv/bin/python bench/compile.py [--members 10000] [--unsigned 500] [--pending 20]
+        [--repeat 3] [--postgres-url postgresql+psycopg://USER@127.0.0.1:5432/DB]
+
+Nothing is timed-asserted; it prints tables with PASS/MISS per target. It writes only to a temp
+dir (and, with --postgres-url, to a schema it creates and drops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import statistics
+import sys
+import tempfile
+import time
+import unicodedata
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from _common import table, timed, verdict  # noqa: E402
+from helpers import create_example_letter  # noqa: E402
+from sqlalchemy import create_engine, insert, text  # noqa: E402
+from sqlmodel import Session, select  # noqa: E402
+
+from bot import names  # noqa: E402
+from bot.campaign import status_view  # noqa: E402
+from bot.compile import LETTER_FILES, render_letter  # noqa: E402
+from bot.config import Settings, load_settings  # noqa: E402
+from bot.core import Dispatcher, Invocation, Reply  # noqa: E402
+from bot.db import Database  # noqa: E402
+from bot.models import Identity, Letter, Member, Signature  # noqa: E402
+from bot.models._types import utcnow  # noqa: E402
+from bot.names import Signatory  # noqa: E402
+from bot.platforms.base import render_reply  # noqa: E402
+from bot.roster import import_roster  # noqa: E402
+from bot.store import letters, members, signatures  # noqa: E402
+from bot.store.letters import letter_text  # noqa: E402
+from handlers import REGISTRY  # noqa: E402
+
+COMPILE_TARGET = 1.0  # seconds, txt+md+html
+STATUS_TARGET = 0.100  # seconds
+COORDINATOR = "UADMIN"
+CHANNEL = "C1"
+
+GROUPS = [
+    "Argentina", "Australia", "Belgique/België", "Bosnia i Hercegovina", "Canada", "Česko",
+    "Côte d'Ivoire", "Curaçao", "Danmark", "Deutschland", "Eesti", "España", "European Union",
+    "France", "Hrvatska", "Ísland", "India", "Ireland / Éire", "Italia", "Japan", "Latvija",
+    "Lietuva", "Magyarország", "México", "Nederland", "New Zealand / Aotearoa", "Norge",
+    "Österreich", "Polska", "Portugal", "România", "São Tomé e Príncipe", "Slovensko",
+    "Slovenija", "Suomi", "Sverige", "Schweiz/Suisse", "Türkiye", "United Kingdom",
+    "United States", "Việt Nam", "Ελλάδα",
+]  # fmt: skip
+GIVEN = [
+    "Åsa", "Ægir", "Agnė", "Alejandro", "Ana María", "André", "Anaïs", "Ángel", "Anne-Sophie",
+    "Arnaud", "Barbora", "Beñat", "Björn", "Bohdan", "Çağla", "Chloé", "Claudia", "Dáithí",
+    "Đorđe", "Dóra", "Eamon", "Éléonore", "Emre", "Erik", "Eszter", "Fátima", "François",
+    "Gérald", "Grzegorz", "Günther", "Hélène", "Henrik", "Ignacio", "Ilze", "Ioana", "Jan",
+    "Jiří", "João", "José", "Jürgen", "Karin", "Kārlis", "Krzysztof", "Léa", "Łukasz",
+    "Maëlle", "Małgorzata", "Marek", "María José", "Mikael", "Niamh", "Noémi", "Ólafur",
+    "Øystein", "Pál", "Paweł", "Pierre-Yves", "Radek", "Raphaël", "Róisín", "Sébastien",
+    "Şeyma", "Siobhán", "Søren", "Štěpán", "Þóra", "Tomáš", "Uğur", "Vilém", "Wojciech",
+    "Xosé", "Yolanda", "Zdeněk", "Zoë", "Žaneta", "Ömer", "Ülle", "Αλέξης", "Nguyễn Văn",
+]  # fmt: skip
+PARTICLES = ["", "", "", "", "", "", "van ", "van der ", "de ", "de la ", "von ", "d'", "O'", "Mac"]
+ONSETS = [
+    "B", "Br", "C", "Ch", "Č", "D", "Dv", "F", "G", "Gr", "H", "J", "K", "Kr", "L", "Ł", "M",
+    "N", "Ö", "P", "R", "Ř", "S", "Sch", "Ś", "Š", "St", "T", "Th", "V", "W", "Z", "Ž", "Ż",
+    "Á", "É", "Í", "Ø", "Å", "Ü", "Þ",
+]  # fmt: skip
+NUCLEI = ["a", "e", "i", "o", "u", "á", "é", "ě", "í", "ó", "ö", "ü", "ø", "å", "æ", "ą", "ę",
+          "ô", "ã", "y", "ae", "ou", "ie"]  # fmt: skip
+CODAS = ["", "n", "r", "l", "k", "s", "t", "ch", "ň", "ł", "ß", "nd", "rs", "st", "ž", "rz"]
+ENDINGS = [
+    "", "ová", "ski", "ská", "sen", "sson", "ović", "ić", "ez", "es", "ães", "çi", "oğlu",
+    "nen", "berg", "mann", "ler", "escu", "aitė", "iene", "elli", "ini", "ou", "ová-Nováková",
+    "dóttir", "sdóttir",
+]  # fmt: skip
+TITLES = ["", "", "", "", "Senator", "Hon", "Dr", "Prof.", "Lord", "Baroness", "Rt Hon", "Dame"]
+POST_NOMINALS = ["", "", "", "MP", "MdB", "MEP", "TD", "MSP", "OBE", "KC", "Poslanec"]
+
+
+def make_family(rng: random.Random) -> str:
+    syllables = "".join(
+        rng.choice(ONSETS).lower() + rng.choice(NUCLEI) + rng.choice(CODAS)
+        for _ in range(rng.randint(1, 3))
+    )
+    stem = syllables[:1].upper() + syllables[1:] + rng.choice(ENDINGS)
+    if rng.random() < 0.06:
+        stem += "-" + make_family(rng)
+    return rng.choice(PARTICLES) + stem
+
+
+def roster_csv(count: int, unsigned: int, seed: int) -> tuple[str, list[str]]:
+    """(CSV text, member_ids of the members who will sign)."""
+    rng = random.Random(seed)
+    header = "member_id,title,given_name,family_name,post_nominals,group,display_name,slack_id,role"
+    lines = [header, f"coord,,Co,Ordinator,,,,{COORDINATOR},coordinator"]
+    signers: list[str] = []
+    for i in range(count + unsigned):
+        given = rng.choice(GIVEN)
+        family = make_family(rng)
+        display = (
+            f"{rng.choice(GIVEN)} {family}, {rng.choice(['MP', 'MEP'])}" if i % 53 == 0 else ""
+        )
+        if i % 7 == 0:  # as some spreadsheets export it: decomposed accents, NFC on import
+            given, family = (
+                unicodedata.normalize("NFD", given),
+                unicodedata.normalize("NFD", family),
+            )
+        member_id = f"m{i:05d}"
+        slack = f"UM{i:05d}" if i < 100 else ""
+        fields = [
+            member_id,
+            rng.choice(TITLES),
+            given,
+            family,
+            rng.choice(POST_NOMINALS),
+            rng.choice(GROUPS),
+            display,
+            slack,
+            "member",
+        ]
+        lines.append(",".join(_csv(f) for f in fields))
+        if i < count:
+            signers.append(member_id)
+    return "\n".join(lines) + "\n", signers
+
+
+def _csv(value: str) -> str:
+    return f'"{value}"' if any(c in value for c in ',"') else value
+
+
+# --------------------------------------------------------------------------- database
+
+
+@contextmanager
+def database_url(work: Path, postgres_url: str | None) -> Iterator[str]:
+    """A SQLite file in the temp dir, or a throwaway schema on the given PostgreSQL server."""
+    if not postgres_url:
+        yield f"sqlite:///{work / 'cosign.db'}"
+        return
+    schema = f"cosign_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in postgres_url else "?"
+    try:
+        yield f"{postgres_url}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def build(database: Database, settings: Settings, args: argparse.Namespace) -> Letter:
+    database.upgrade()
+    data, signers = roster_csv(args.members, args.unsigned, args.seed)
+    with database.session() as session:
+        import_roster(session, data=data, actor="bench")
+    letter = create_example_letter(
+        database,
+        settings,
+        deadline=utcnow() + timedelta(days=3),
+        post_to=[f"slack:{CHANNEL}"],
+    )
+    assert letter.id is not None
+    rng = random.Random(args.seed + 1)
+    now = utcnow()
+    with database.session() as session:
+        pks = dict(session.exec(select(Member.member_id, Member.id)).all())
+        rows = [
+            {
+                "letter_pk": letter.id,
+                "member_pk": pks[member_id],
+                "signed_at": now - timedelta(seconds=rng.randint(0, 200_000)),
+                "via_platform": rng.choice(["slack", "matrix", "console"]),
+                "via_external_id": member_id,
+                "via_event_id": "",
+                "letter_version": letter.version,
+            }
+            for member_id in signers
+        ]
+        session.execute(insert(Signature), rows)
+        for i in range(args.pending):
+            members.add_pending(
+                session,
+                platform="slack",
+                external_id=f"UP{i:05d}",
+                display_name=f"Unknown Ünïcode {i}",
+                channel=CHANNEL,
+                letter_pk=letter.id,
+            )
+    return letter
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Row:
+    name: str
+    cold: list[float]
+    warm: list[float]
+    size: str = ""
+
+
+def clear_collation_caches() -> None:
+    names.primary_key.cache_clear()
+    names.full_key.cache_clear()
+
+
+def measure(fn: Callable[[], Any], repeat: int) -> tuple[list[float], list[float], Any]:
+    """(cold timings, warm timings, result): cold clears the collation caches before each run."""
+    cold: list[float] = []
+    result: Any = None
+    for _ in range(repeat):
+        clear_collation_caches()
+        started = time.perf_counter()
+        result = fn()
+        cold.append(time.perf_counter() - started)
+    fn()  # fill the caches
+    _, warm, result = timed(fn, repeat)
+    return cold, warm, result
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
+    started = time.perf_counter()
+    names._collator = None
+    collator_s = timed(names._get_collator, 1)[0]
+    with database_url(work, args.postgres_url) as db_url:
+        settings = load_settings(
+            None,
+            {
+                "database": {"url": db_url},
+                "letters": {"output_dir": str(work / "out")},
+                "coordinators": {"slack": [COORDINATOR]},
+            },
+        )
+        database = Database(db_url)
+        try:
+            letter = build(database, settings, args)
+            backend = "PostgreSQL" if args.postgres_url else "SQLite"
+            print(
+                f"{backend}: {args.members} signed + {args.unsigned} unsigned members in "
+                f"{len(GROUPS)} groups, {args.pending} pending accounts; built in "
+                f"{time.perf_counter() - started:.1f} s; UCA collator built in "
+                f"{collator_s * 1000:.0f} ms (once per process, not in the figures below)",
+                flush=True,
+            )
+            measure_all(database, settings, letter, args)
+        finally:
+            database.dispose()
+
+
+def measure_all(
+    database: Database, settings: Settings, letter: Letter, args: argparse.Namespace
+) -> None:
+    assert letter.id is not None
+    letter_pk = letter.id
+    repeat = args.repeat
+    rows: list[Row] = []
+
+    with database.session() as session:
+        stored = session.get(Letter, letter_pk)
+        assert stored is not None
+        text_view = letter_text(stored)
+        member_asker = session.exec(
+            select(Member)
+            .join(Identity, Identity.member_pk == Member.id)  # type: ignore[arg-type]
+            .where(Identity.external_id == "UM00001")
+        ).one()
+        people: list[Signatory] = signatures.signatories(session, letter_pk=letter_pk)
+    assert len(people) == args.members, len(people)
+
+    # Baseline: plain sort + join of the same lines.
+    lines = [f"{s.name} ({s.group})" for s in people]
+    base = timed(lambda: "\n".join(sorted(lines)), repeat)[1]
+    rows.append(Row("baseline: sort 'name (group)' by str + join", base, base))
+
+    def load() -> list[Signatory]:
+        with database.session() as session:
+            return signatures.signatories(session, letter_pk=letter_pk)
+
+    cold, warm, _ = measure(load, repeat)
+    rows.append(Row("load signatories (query + ORM + names)", cold, warm))
+
+    outputs: dict[str, str] = {}
+    for fmt in LETTER_FILES:
+
+        def one(fmt: str = fmt) -> str:
+            return render_letter(text_view, people, fmt)
+
+        cold, warm, outputs[fmt] = measure(one, repeat)
+        rows.append(Row(f"render_letter {fmt}", cold, warm, f"{len(outputs[fmt]) // 1024} KiB"))
+
+    def three() -> list[str]:
+        return [render_letter(text_view, people, fmt) for fmt in LETTER_FILES]
+
+    compile_cold, compile_warm, _ = measure(three, repeat)
+    rows.append(Row("render txt+md+html (the compile target)", compile_cold, compile_warm))
+
+    def close() -> int:
+        with Session(database.engine, expire_on_commit=False) as session:
+            target = session.get(Letter, letter_pk)
+            assert target is not None
+            compilation = letters.close_letter(session, letter=target, actor="bench", at=utcnow())
+            assert compilation is not None, "the letter was not open"
+            count = compilation.signatory_count
+            session.rollback()
+        return count
+
+    close_cold, close_warm, count = measure(close, repeat)
+    assert count == args.members
+    rows.append(Row("close_letter: load + 5 formats + store (rolled back)", close_cold, close_warm))
+
+    def view(coordinator: bool) -> Any:
+        with database.session() as session:
+            target = session.get(Letter, letter_pk)
+            assert target is not None
+            asker = None if coordinator else session.get(Member, member_asker.id)
+            return status_view(
+                session,
+                settings=settings,
+                letter=target,
+                asker=asker,
+                coordinator=coordinator,
+                now=utcnow(),
+            )
+
+    cold, warm, coord_view = measure(lambda: view(True), repeat)
+    rows.append(Row("status_view, coordinator", cold, warm))
+    cold, warm, _ = measure(lambda: view(False), repeat)
+    rows.append(Row("status_view, member", cold, warm))
+    reply = Reply(
+        "replies/status.j2",
+        {"view": coord_view, "known": False, "signed_at": None},
+    )
+    cold, warm, rendered = measure(lambda: render_reply(reply, "mrkdwn"), repeat)
+    rows.append(Row("render status reply, coordinator", cold, warm, f"{len(rendered) // 1024} KiB"))
+
+    dispatcher = Dispatcher(settings, database, REGISTRY)
+    status_rows: dict[str, Row] = {}
+    for who, user in (("coordinator", COORDINATOR), ("member", "UM00001")):
+        invocation = Invocation(platform="slack", channel=CHANNEL, user=user, command="status")
+
+        def command(invocation: Invocation = invocation) -> str:
+            (answer,) = dispatcher.dispatch(invocation)
+            assert answer.template == "replies/status.j2", answer
+            return render_reply(answer, "mrkdwn")
+
+        cold, warm, text_out = measure(command, repeat)
+        row = Row(f"`status` command, {who} (dispatch + render)", cold, warm)
+        row.size = f"{len(text_out) // 1024} KiB" if len(text_out) >= 1024 else f"{len(text_out)} B"
+        status_rows[who] = row
+        rows.append(row)
+
+    baseline = med(base)
+    print()
+    print(f"median of {repeat} runs; ×base = median cold / median baseline")
+    print(
+        table(
+            ["measurement", "cold ms", "warm ms", "min–max cold ms", "×base", "output"],
+            [
+                [
+                    r.name,
+                    med(r.cold) * 1000,
+                    med(r.warm) * 1000,
+                    f"{min(r.cold) * 1000:.1f}–{max(r.cold) * 1000:.1f}",
+                    med(r.cold) / baseline,
+                    r.size,
+                ]
+                for r in rows
+            ],
+        )
+    )
+    checks = [
+        (
+            f"compile txt+md+html of {args.members} ≤ {COMPILE_TARGET:.0f} s",
+            med(compile_cold),
+            COMPILE_TARGET,
+        ),
+        (
+            f"close_letter of {args.members} (all 5 formats, stored) ≤ {COMPILE_TARGET:.0f} s",
+            med(close_cold),
+            COMPILE_TARGET,
+        ),
+        (
+            f"status on {args.members}, coordinator ≤ {STATUS_TARGET * 1000:.0f} ms",
+            med(status_rows["coordinator"].cold),
+            STATUS_TARGET,
+        ),
+        (
+            f"status on {args.members}, member ≤ {STATUS_TARGET * 1000:.0f} ms",
+            med(status_rows["member"].cold),
+            STATUS_TARGET,
+        ),
+    ]
+    print()
+    for label, value, target in checks:
+        print(f"{verdict(value <= target)}  {label}: {value * 1000:.0f} ms (cold caches)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--members", type=int, default=10_000, help="signed members (10000)")
+    parser.add_argument(
+        "--unsigned", type=int, default=500, help="members who have not signed (500)"
+    )
+    parser.add_argument("--pending", type=int, default=20, help="pending unknown accounts (20)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (3)")
+    parser.add_argument("--seed", type=int, default=2021, help="seed of the generated roster")
+    parser.add_argument(
+        "--postgres-url",
+        default=None,
+        help="measure on PostgreSQL instead of SQLite (a schema is created and dropped)",
+    )
+    args = parser.parse_args()
+    if args.members < 1 or args.repeat < 1 or args.unsigned < 0 or args.pending < 0:
+        parser.error("--members and --repeat must be ≥ 1, --unsigned and --pending ≥ 0")
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="cosign-bench-compile-") as tmp:
+        run(args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
