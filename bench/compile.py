@@ -245,8 +245,7 @@ class Row:
 
 
 def clear_collation_caches() -> None:
-    names.primary_key.cache_clear()
-    names.full_key.cache_clear()
+    names.collation_key.cache_clear()
 
 
 def measure(fn: Callable[[], Any], repeat: int) -> tuple[list[float], list[float], Any]:

@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from bot.config import Settings
 from bot.models import Compilation, Letter, LetterState, Member, Signature
-from bot.names import collation_key, group_signatories, render_name
+from bot.names import collation_key, group_signatories
 from bot.store import audit, letters, members, outbox, signatures
 from bot.timeutil import format_utc, iso_utc, time_left
 
@@ -215,6 +215,7 @@ class StatusView:
     earlier_version: int = 0
     detailed: bool = False
     names_visible: bool = False
+    names_omitted: int = 0  # names not listed for a member (too many); counts still shown
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -228,6 +229,9 @@ class StatusView:
         }
 
 
+MEMBER_NAME_LIMIT = 200  # above this a member's status gives counts, not a wall of names
+
+
 def status_view(
     session: Session,
     *,
@@ -237,17 +241,19 @@ def status_view(
     coordinator: bool,
     now: datetime,
 ) -> StatusView:
+    """Counts come from the database; names are loaded only where they will be shown."""
     assert letter.id is not None
-    people = signatures.signatories(session, letter_pk=letter.id)
-    grouped = group_signatories(people)
+    counts = signatures.counts_by_group(session, letter_pk=letter.id)
+    total = sum(counts.values())
     view = StatusView(
         slug=letter.slug,
         title=letter.title,
         state=letter.state,
         deadline=letter.deadline,
         time_left=time_left(letter.deadline, now),
-        signatures=len(people),
-        groups={g.name: len(g.signatories) for g in grouped},
+        signatures=total,
+        groups={name: counts[name] for name in sorted(counts, key=lambda g: (collation_key(g), g))
+                if counts[name]},
         detailed=coordinator,
         names_visible=coordinator or settings.letters.public_signatories,
     )
@@ -255,7 +261,10 @@ def status_view(
         view.asker_signature = signatures.active_signature(
             session, letter_pk=letter.id, member_pk=asker.id
         )
-    if view.names_visible:
+    if view.names_visible and not coordinator and total > MEMBER_NAME_LIMIT:
+        view.names_omitted = total
+    elif view.names_visible:
+        grouped = group_signatories(signatures.signatories(session, letter_pk=letter.id))
         view.signatories = [
             {
                 "member_id": s.member_id,
@@ -277,33 +286,11 @@ def status_view(
             }
             for p in members.list_pending(session, letter_pk=letter.id)
         ]
-        signed = signatures.signed_member_pks(session, letter_pk=letter.id)
-        missing = [
-            m
-            for m in members.list_members(session)
-            if m.active and m.role == "member" and m.id not in signed
-        ]
-        missing.sort(
-            key=lambda m: (
-                collation_key(m.group),
-                collation_key(m.family_name),
-                collation_key(m.given_name),
-                m.member_id,
-            )
-        )
+        missing = group_signatories(signatures.not_signed(session, letter_pk=letter.id))
         view.not_signed = [
-            {
-                "member_id": m.member_id,
-                "group": m.group,
-                "name": render_name(
-                    title=m.title,
-                    given_name=m.given_name,
-                    family_name=m.family_name,
-                    post_nominals=m.post_nominals,
-                    display_name=m.display_name,
-                ),
-            }
-            for m in missing
+            {"member_id": m.member_id, "group": m.group, "name": m.name}
+            for g in missing
+            for m in g.signatories
         ]
         view.earlier_version = signatures.count_other_versions(session, letter=letter)
     return view

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import nh3
 from markdown_it import MarkdownIt
 
-from bot.names import Signatory, group_signatories
+from bot.names import Signatory, SignatoryGroup, group_signatories
 from bot.templating import Safe, render
 from bot.timeutil import iso_utc
 
@@ -66,14 +66,26 @@ def body_to_html(body: str) -> str:
     )
 
 
-def render_letter(letter: LetterText, signatories: Sequence[Signatory], fmt: str) -> str:
+def render_formats(
+    letter: LetterText, signatories: Sequence[Signatory], formats: Sequence[str]
+) -> dict[str, str]:
+    """Several formats from one grouping and sorting (closing a letter renders all five)."""
+    groups = group_signatories(signatories)
+    return {fmt: render_letter(letter, signatories, fmt, groups=groups) for fmt in formats}
+
+
+def render_letter(
+    letter: LetterText, signatories: Sequence[Signatory], fmt: str,
+    *, groups: list[SignatoryGroup] | None = None,
+) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if groups is None:
+        groups = group_signatories(signatories)
     if fmt == "csv":
-        return render_csv(signatories)
+        return render_csv(groups)
     if fmt == "json":
-        return render_json(letter, signatories)
-    groups = group_signatories(signatories)
+        return render_json(letter, groups)
     context = {
         "title": letter.title,
         "date": letter.date,
@@ -92,12 +104,12 @@ def render_letter(letter: LetterText, signatories: Sequence[Signatory], fmt: str
     return render("letter.html.j2", "html", body_html=Safe(body_to_html(letter.body)), **context)
 
 
-def render_csv(signatories: Sequence[Signatory]) -> str:
+def render_csv(groups: Sequence[SignatoryGroup]) -> str:
     """Signatories in letter order; cells starting with = + - @ get a quote (formula injection)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["group", "name", "member_id", "signed_at", "via"])
-    for group in group_signatories(signatories):
+    for group in groups:
         for s in group.signatories:
             writer.writerow(
                 [
@@ -115,8 +127,7 @@ def _csv_cell(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-def render_json(letter: LetterText, signatories: Sequence[Signatory]) -> str:
-    groups = group_signatories(signatories)
+def render_json(letter: LetterText, groups: Sequence[SignatoryGroup]) -> str:
     document = {
         "slug": letter.slug,
         "title": letter.title,

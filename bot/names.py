@@ -25,25 +25,16 @@ def _get_collator() -> Collator:
 
 
 @lru_cache(maxsize=65536)
-def primary_key(text: str) -> tuple[int, ...]:
-    """The UCA primary weights: accents, strokes and case never change where a word files."""
-    full = _get_collator().sort_key(nfc(text))
-    primaries: list[int] = []
-    for weight in full:
-        if weight == 0:  # level separator: the primary level ends here
-            break
-        primaries.append(weight)
-    return tuple(primaries)
-
-
-@lru_cache(maxsize=65536)
-def full_key(text: str) -> tuple[int, ...]:
-    """Complete UCA key, used only to break ties between primary-equal strings."""
-    return tuple(_get_collator().sort_key(nfc(text)))
-
-
 def collation_key(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    return (primary_key(text), full_key(text))
+    """(UCA primary weights, full UCA key): accents, strokes and case never change where a word
+    files; the full key only breaks ties between primary-equal strings. One pyuca call a string.
+    """
+    full = tuple(_get_collator().sort_key(nfc(text)))
+    try:
+        primary = full[: full.index(0)]  # 0 separates the levels: the primary level ends there
+    except ValueError:
+        primary = full
+    return (primary, full)
 
 
 def render_name(

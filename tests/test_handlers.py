@@ -257,3 +257,20 @@ def test_help_lists_commands_with_platform_prefix(dispatcher: Dispatcher) -> Non
 def test_reply_objects_are_platform_neutral(dispatcher: Dispatcher) -> None:
     (reply,) = dispatcher.dispatch(Invocation("console", "#a", "au-abetz", "help"))
     assert isinstance(reply, Reply) and reply.template.startswith("replies/")
+
+
+def test_member_status_gives_counts_not_a_wall_of_names_above_the_limit(
+    dispatcher: Dispatcher, database: Database, settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bot.campaign
+
+    create_example_letter(database, settings, post_to=["console:#members"])
+    for member_id in ("au-abetz", "uk-alton", "au-antic"):
+        say(dispatcher, member_id, "sign")
+    monkeypatch.setattr(bot.campaign, "MEMBER_NAME_LIMIT", 2)
+    member_view = say(dispatcher, "au-abetz", "status")
+    assert "3 signatures: Australia 2, United Kingdom 1." in member_view
+    assert "3 people signed: too many to list here" in member_view
+    assert "Alton" not in member_view
+    assert "Lord (David) Alton (United Kingdom)" in say(dispatcher, "coordinator", "status")

@@ -9,7 +9,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from bot.compile import FORMATS, LetterText, render_letter, sha256_hex
+from bot.compile import FORMATS, LetterText, render_formats, sha256_hex
 from bot.letterfile import LetterSource
 from bot.models import Compilation, Letter, LetterState, Post, Reminder
 from bot.store import audit
@@ -155,7 +155,7 @@ def close_letter(
     assert letter.id is not None
     people = signatories(session, letter_pk=letter.id)
     text = letter_text(letter)
-    outputs = {fmt: render_letter(text, people, fmt) for fmt in FORMATS}
+    outputs = render_formats(text, people, FORMATS)
     compilation = Compilation(
         letter_pk=letter.id,
         compiled_at=at,

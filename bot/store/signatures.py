@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -92,28 +92,94 @@ def count_active(session: Session, *, letter_pk: int) -> int:
 
 def signatories(session: Session, *, letter_pk: int) -> list[Signatory]:
     """Active signatories with their rendered names (unsorted: ordering is bot.names' job)."""
-    rows: Sequence[tuple[Signature, Member]] = session.exec(  # type: ignore[assignment]
-        select(Signature, Member)
+    # Plain columns, not entities: building 20,000 ORM objects cost ~0.8 s for 10,000 signers.
+    query = (
+        sa_select(  # SQLAlchemy's select: sqlmodel's typing stops at four columns
+            col(Member.member_id),
+            col(Member.title),
+            col(Member.given_name),
+            col(Member.family_name),
+            col(Member.post_nominals),
+            col(Member.display_name),
+            col(Member.group),
+            col(Signature.signed_at),
+            col(Signature.via_platform),
+        )
         .join(Member, col(Member.id) == col(Signature.member_pk))
-        .where(Signature.letter_pk == letter_pk, col(Signature.withdrawn_at).is_(None))
-    ).all()
+        .where(col(Signature.letter_pk) == letter_pk, col(Signature.withdrawn_at).is_(None))
+    )
     return [
         Signatory(
-            member_id=member.member_id,
+            member_id=member_id,
             name=render_name(
-                title=member.title,
-                given_name=member.given_name,
-                family_name=member.family_name,
-                post_nominals=member.post_nominals,
-                display_name=member.display_name,
+                title=title,
+                given_name=given,
+                family_name=family,
+                post_nominals=post_nominals,
+                display_name=display,
             ),
-            group=member.group,
-            family_name=member.family_name or member.display_name,
-            given_name=member.given_name,
-            signed_at=signature.signed_at,
-            via=signature.via_platform,
+            group=group,
+            family_name=family or display,
+            given_name=given,
+            signed_at=signed_at,
+            via=via,
         )
-        for signature, member in rows
+        for (
+            member_id,
+            title,
+            given,
+            family,
+            post_nominals,
+            display,
+            group,
+            signed_at,
+            via,
+        ) in session.execute(query).all()
+    ]
+
+
+def counts_by_group(session: Session, *, letter_pk: int) -> dict[str, int]:
+    """Active signatures per group, counted by the database (unsorted)."""
+    query = (
+        select(Member.group, func.count())
+        .join(Signature, col(Member.id) == col(Signature.member_pk))
+        .where(Signature.letter_pk == letter_pk, col(Signature.withdrawn_at).is_(None))
+        .group_by(Member.group)
+    )
+    return {group: int(n) for group, n in session.execute(query).all()}
+
+
+def not_signed(session: Session, *, letter_pk: int) -> list[Signatory]:
+    """Active roster members (role member) without an active signature on the letter."""
+    signed = select(Signature.member_pk).where(
+        Signature.letter_pk == letter_pk, col(Signature.withdrawn_at).is_(None)
+    )
+    query = sa_select(
+        col(Member.member_id),
+        col(Member.title),
+        col(Member.given_name),
+        col(Member.family_name),
+        col(Member.post_nominals),
+        col(Member.display_name),
+        col(Member.group),
+    ).where(col(Member.active), col(Member.role) == "member", col(Member.id).not_in(signed))
+    return [
+        Signatory(
+            member_id=member_id,
+            name=render_name(
+                title=title,
+                given_name=given,
+                family_name=family,
+                post_nominals=post_nominals,
+                display_name=display,
+            ),
+            group=group,
+            family_name=family or display,
+            given_name=given,
+        )
+        for (member_id, title, given, family, post_nominals, display, group) in session.execute(
+            query
+        ).all()
     ]
 
 
