@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from bot.config import Settings
 from bot.core import Dispatcher, Invocation, Reply
@@ -39,10 +40,15 @@ class Bot:
         self.with_scheduler = scheduler
         self.poll_seconds = poll_seconds
         self._tasks: list[asyncio.Task[None]] = []
+        # Commands get their own small pool: on SQLite writes serialise anyway, and more threads
+        # only queue on the write lock and take the GIL from the event loop (slower acks).
+        workers = 1 if database.engine.dialect.name == "sqlite" else 4
+        self._commands = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="command")
 
     async def handle(self, invocation: Invocation) -> list[Reply]:
         """Run a command off the event loop; the replies exist only after its commit."""
-        replies = await asyncio.to_thread(self.dispatcher.dispatch, invocation)
+        loop = asyncio.get_running_loop()
+        replies = await loop.run_in_executor(self._commands, self.dispatcher.dispatch, invocation)
         self.deliverer.notify()
         return replies
 
