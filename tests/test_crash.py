@@ -21,6 +21,7 @@ from slack_support import burst_roster, reply_text
 from sqlmodel import select
 
 from bot.db import Database
+from bot.delivery import LEASE
 from bot.models import OutboxMessage, Signature
 from bot.roster import import_roster
 
@@ -39,6 +40,12 @@ async def _wait_healthy(http: aiohttp.ClientSession, port: int) -> None:
             pass
         await asyncio.sleep(0.1)
     raise AssertionError("the bot did not come up")
+
+
+def _undelivered(database: Database) -> int:
+    with database.session() as session:
+        rows = session.exec(select(OutboxMessage)).all()
+        return sum(m.delivered_at is None for m in rows)
 
 
 def _replies(fake: FakeSlack) -> dict[str, list[str]]:
@@ -122,7 +129,11 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
                 [k for k in _replies(fake) if k.endswith("-2")]
             ) < len(retry):
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(4)  # let the outbox and the live counter settle
+            # A row the killed bot had claimed waits out its lease, then the new bot sends it.
+            deadline = time.monotonic() + LEASE.total_seconds() + 30
+            while time.monotonic() < deadline and _undelivered(database):
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(4)  # let the live counter settle
             assert await stop_bot(bot) == 0
 
         second = {k.split("-")[0]: v for k, v in _replies(fake).items() if k.endswith("-2")}
