@@ -1,0 +1,162 @@
+"""kill -9 in the middle of 500 signatures arriving over Slack HTTP and Matrix together.
+
+One real `cosign run` process serves both platforms (the fake Slack Web API in this process, a
+real Synapse). 450 members sign on Slack with 50 requests in flight while 50 sign with `!sign`
+in a Matrix room; the bot is SIGKILLed halfway and restarted. Slack members who never saw a reply
+try again; Matrix commands sent meanwhile are picked up from the sync after restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+from fakeslack import DEFAULT_SECRET, FakeSlack, sign_request, slash_command_body
+from helpers import create_example_letter
+from matrix_support import PICKLE_KEY, new_world, reply_target
+from pg_server import _free_port
+from process_support import bot_env, spawn_bot, stop_bot
+from slack_support import burst_roster, reply_text
+from sqlmodel import select
+from synapse_server import SynapseServer
+from test_crash import _undelivered, _wait_healthy
+
+from bot.db import Database
+from bot.delivery import LEASE
+from bot.models import Signature
+from bot.roster import import_roster
+
+SLACK_MEMBERS = 450
+MATRIX_MEMBERS = 50
+IN_FLIGHT = 50
+
+
+async def test_kill_9_mid_burst_over_slack_and_matrix(
+    synapse: SynapseServer, tmp_path: Path, sqlite_url: str
+) -> None:
+    world = new_world(synapse, tmp_path)
+    matrix_members = world.add_members(MATRIX_MEMBERS)
+    room = world.room()
+    database = Database(sqlite_url)
+    with database.session() as session:
+        import_roster(session, data=burst_roster(SLACK_MEMBERS), actor="test")
+    world.import_roster(database)
+    settings = world.settings(sqlite_url)
+    create_example_letter(database, settings, post_to=["slack:C1", f"matrix:{room}"])
+    async with FakeSlack() as fake:
+        port = _free_port()
+        env = bot_env(
+            COSIGN_DATABASE__URL=sqlite_url,
+            COSIGN_SCHEDULER__TICK_SECONDS="1",
+            COSIGN_LETTERS__OUTPUT_DIR=str(tmp_path / "out"),
+            COSIGN_SLACK__ENABLED="true",
+            COSIGN_SLACK__MODE="http",
+            COSIGN_SLACK__PORT=str(port),
+            COSIGN_SLACK__API_URL=fake.api_url,
+            SLACK_BOT_TOKEN=fake.token,
+            SLACK_SIGNING_SECRET=DEFAULT_SECRET,
+            COSIGN_MATRIX__ENABLED="true",
+            COSIGN_MATRIX__HOMESERVER=synapse.base_url,
+            COSIGN_MATRIX__USER_ID=world.bot.user_id,
+            COSIGN_MATRIX__DEVICE_ID=world.bot.device_id,
+            COSIGN_MATRIX__STORE_PATH=str(tmp_path / "matrix-store"),
+            COSIGN_MATRIX__ENCRYPTION="false",
+            MATRIX_ACCESS_TOKEN=world.bot.access_token,
+            MATRIX_PICKLE_KEY=PICKLE_KEY,
+        )
+        url = f"http://127.0.0.1:{port}/slack/events"
+        users = [f"UB{i:04d}" for i in range(SLACK_MEMBERS)]
+        commands: list[str] = []
+        async with aiohttp.ClientSession() as http:
+            bot = await spawn_bot(env, tmp_path, tmp_path / "bot1.log")
+            await _wait_healthy(http, port)
+            await world.wait_letter_post(room, timeout=60)
+            gate = asyncio.Semaphore(IN_FLIGHT)
+            killed = asyncio.Event()
+
+            async def sign(user: str, attempt: str) -> None:
+                body = slash_command_body(
+                    "/sign", "", user, response_url=fake.response_url(f"{user}-{attempt}")
+                )
+                async with gate:
+                    if killed.is_set():
+                        return
+                    try:
+                        async with http.post(
+                            url,
+                            data=body,
+                            headers={
+                                "Content-Type": "application/x-www-form-urlencoded",
+                                **sign_request(DEFAULT_SECRET, body),
+                            },
+                        ) as response:
+                            await response.read()
+                    except aiohttp.ClientError:
+                        pass  # died under this request: never acknowledged
+
+            def matrix_burst() -> None:
+                for member in matrix_members:
+                    commands.append(world.say(member.user, room, "!sign"))
+                    time.sleep(0.03)
+
+            async def killer() -> None:
+                while len(fake.calls_to("response_url")) < SLACK_MEMBERS // 2:
+                    await asyncio.sleep(0.01)
+                await stop_bot(bot, kill=True)
+                killed.set()
+
+            sender = threading.Thread(target=matrix_burst)
+            sender.start()
+            await asyncio.gather(killer(), *(sign(u, "1") for u in users))
+            await asyncio.to_thread(sender.join)
+            acknowledged = {
+                call.path.rsplit("/", 1)[-1].split("-")[0]
+                for call in fake.calls_to("response_url")
+                if "You signed" in reply_text(call.args)
+            }
+            matrix_answered_before = {reply_target(e) for e in world.bot_events(room, 400)}
+
+            bot = await spawn_bot(env, tmp_path, tmp_path / "bot2.log")
+            await _wait_healthy(http, port)
+            retry = [u for u in users if u not in acknowledged]
+            killed.clear()
+            await asyncio.gather(*(sign(u, "2") for u in retry))
+            deadline = time.monotonic() + LEASE.total_seconds() + 60
+            while time.monotonic() < deadline:
+                answered = {reply_target(e) for e in world.bot_events(room, 400)}
+                retried = [c for c in fake.calls_to("response_url") if c.path.endswith("-2")]
+                if (
+                    set(commands) <= answered
+                    and len(retried) >= len(retry)
+                    and not _undelivered(database)
+                ):
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(2)  # anything answered twice would show by now
+            assert await stop_bot(bot) == 0
+
+    per_command = {c: world.replies_to(room, c, limit=400) for c in commands}
+    assert all(len(replies) == 1 for replies in per_command.values()), {
+        c: len(r) for c, r in per_command.items() if len(r) != 1
+    }
+    with database.session() as session:
+        rows = session.exec(select(Signature)).all()
+    per_member = Counter(r.member_pk for r in rows)
+    assert len(per_member) == SLACK_MEMBERS + MATRIX_MEMBERS and set(per_member.values()) == {1}
+    assert Counter(r.via_platform for r in rows) == {
+        "slack": SLACK_MEMBERS,
+        "matrix": MATRIX_MEMBERS,
+    }
+    assert _undelivered(database) == 0
+    logs = (tmp_path / "bot1.log").read_text() + (tmp_path / "bot2.log").read_text()
+    assert "Traceback" not in logs
+    database.dispose()
+    print(
+        f"killed after {len(acknowledged)} Slack and "
+        f"{len(matrix_answered_before & set(commands))} Matrix replies; all "
+        f"{SLACK_MEMBERS + MATRIX_MEMBERS} signatures stored once"
+    )
