@@ -224,3 +224,37 @@ async def test_hostile_display_name_and_roster_name(
         requests = session.exec(select(PendingRequest)).all()
         assert [r.display_name for r in requests] == [hostile]
     database.dispose()
+
+
+async def test_spoofed_display_name_signs_as_nobody(
+    synapse: SynapseServer, tmp_path: Path, db_url: str
+) -> None:
+    """Identity is the Matrix user id: copying a member's display name or id changes nothing."""
+    world = new_world(synapse, tmp_path)
+    (member,) = world.add_members(1)
+    member.display_name = "Senator Real Member"
+    room = world.room()
+    spoofer = synapse.register_user("spoof-" + world.bot.localpart, displayname=member.user.user_id)
+    synapse.invite(world.owner.access_token, room, spoofer.user_id)
+    synapse.join(spoofer.access_token, room)
+    settings = world.settings(db_url)
+    database = Database(settings.database.url)
+    world.import_roster(database)
+    create_example_letter(database, settings, post_to=[f"matrix:{room}"])
+    async with running(settings, database, world.platform(settings)):
+        await world.wait_letter_post(room)
+        attempt = world.say(spoofer, room, "!sign")
+        reply = await world.wait_reply(room, attempt)
+        assert "could not match" in reply["content"]["body"]
+        synapse.request(
+            "PUT",
+            f"/_matrix/client/v3/profile/{spoofer.user_id}/displayname",
+            token=spoofer.access_token,
+            body={"displayname": "Senator Real Member"},
+        )
+        again = world.say(spoofer, room, "!sign")
+        reply = await world.wait_reply(room, again)
+        assert "could not match" in reply["content"]["body"]
+    with database.session() as session:
+        assert session.exec(select(Signature)).all() == []
+    database.dispose()
