@@ -29,5 +29,11 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
+bench: $(STAMP)
+	$(BIN)/python bench/compile.py
+	$(BIN)/python bench/slack_sign.py
+	$(BIN)/python bench/matrix_sign.py
+	$(BIN)/python bench/memory.py
+
 clean:
 	rm -rf $(VENV) out *.db *.db-wal *.db-shm

@@ -163,3 +163,62 @@ async def test_reminder_goes_out_with_matrix_commands(
         assert "<code>!sign interpol-2021</code>" in content["formatted_body"]
         assert content["msgtype"] == "m.notice" and content["m.mentions"] == {}
     database.dispose()
+
+
+async def test_1000_signatories_stay_within_event_limits(
+    synapse: SynapseServer, tmp_path: Path, sqlite_url: str
+) -> None:
+    from bot.campaign import close_and_announce
+    from bot.models._types import utcnow
+    from bot.roster import import_roster
+    from bot.store import letters, members, signatures
+
+    world = new_world(synapse, tmp_path)
+    world.add_members(1)
+    room = world.room()
+    settings = world.settings(sqlite_url)
+    database = Database(settings.database.url)
+    world.import_roster(database)
+    rows = ["member_id,given_name,family_name,post_nominals,group,role"]
+    rows += [f"x{i:04d},Member,Number{i:04d},MP,Group {i % 7},member" for i in range(999)]
+    with database.session() as session:
+        import_roster(session, data="\n".join(rows) + "\n", actor="test")
+    create_example_letter(database, settings, post_to=[f"matrix:{room}"])
+    with database.session() as session:
+        letter = letters.get_letter(session, slug="interpol-2021")
+        assert letter is not None
+        for member in members.list_members(session):
+            signatures.sign(
+                session,
+                letter=letter,
+                member=member,
+                at=utcnow(),
+                via_platform="matrix",
+                via_external_id=member.member_id,
+            )
+    async with running(settings, database, world.platform(settings)):
+        await world.wait_letter_post(room)
+        command = world.say(world.owner, room, "!status interpol-2021")
+        await world.wait_reply(room, command)
+        await eventually(
+            lambda: [
+                e for e in world.replies_to(room, command) if e["content"]["msgtype"] == "m.file"
+            ],
+            what="the coordinator's status as a file",
+        )
+        with database.session() as session:
+            letter = letters.get_letter(session, slug="interpol-2021")
+            assert letter is not None
+            close_and_announce(session, settings=settings, letter=letter, actor="t", now=utcnow())
+        await world.wait_bot_event(room, lambda e: "closed at" in e["content"].get("body", ""))
+        await eventually(
+            lambda: [
+                e
+                for e in world.bot_events(room)
+                if "1000 signatures" in e["content"].get("body", "")
+            ],
+            what="the post's counter at 1000",
+        )
+    for event in world.bot_events(room):
+        assert len(json.dumps(event).encode()) < MAX_EVENT
+    database.dispose()

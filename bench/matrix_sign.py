@@ -6,7 +6,7 @@ in the other cosign's Matrix platform answers `!sign` (a real signature: handler
 audit event, durable reply). Commands alternate between the rooms so both see the same load.
 Latency is the reply's `origin_server_ts` minus the command's (one clock: the homeserver's).
 
-    .venv/bin/python bench/matrix_latency.py [--samples 40] [--members 20]
+    .venv/bin/python bench/matrix_sign.py [--samples 40] [--members 20]
 
 Prints both medians and the ratio; the target is cosign ≤ 1.5 × the echo bot.
 """
