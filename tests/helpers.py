@@ -49,3 +49,22 @@ def create_example_letter(
                 session, settings=settings, letter=letter, targets=targets, actor="test", now=now
             )
     return letter
+
+
+def sign_everyone(database: Database, slug: str = "interpol-2021") -> None:
+    """Sign every roster member (role member) directly in the store, as the platforms would."""
+    from bot.store import members, signatures
+
+    with database.session() as session:
+        letter = letters.get_letter(session, slug=slug)
+        assert letter is not None
+        for member in members.list_members(session):
+            if member.role == "member":
+                signatures.sign(
+                    session,
+                    letter=letter,
+                    member=member,
+                    at=utcnow(),
+                    via_platform="console",
+                    via_external_id=member.member_id,
+                )

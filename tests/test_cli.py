@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import EXPECTED, LETTER, ROOT, ROSTER
+from helpers import EXPECTED, LETTER, ROOT, ROSTER, sign_everyone
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
@@ -36,25 +36,10 @@ def cli(db_url: str, tmp_path: Path) -> Cli:
 
 
 def _sign_everyone(db_url: str) -> None:
-    """Sign every roster member directly in the store (as the chat platforms would)."""
     from bot.db import Database
-    from bot.models._types import utcnow
-    from bot.store import letters, members, signatures
 
     database = Database(db_url)
-    with database.session() as session:
-        letter = letters.get_letter(session, slug="interpol-2021")
-        assert letter is not None
-        for member in members.list_members(session):
-            if member.role == "member":
-                signatures.sign(
-                    session,
-                    letter=letter,
-                    member=member,
-                    at=utcnow(),
-                    via_platform="console",
-                    via_external_id=member.member_id,
-                )
+    sign_everyone(database)
     database.dispose()
 
 

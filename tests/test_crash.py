@@ -42,6 +42,32 @@ async def _wait_healthy(http: aiohttp.ClientSession, port: int) -> None:
     raise AssertionError("the bot did not come up")
 
 
+class SlashBurst:
+    """Signed `/sign` requests, a bounded number in flight; none are sent once `killed` is set."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, fake: FakeSlack, in_flight: int):
+        self.http, self.url, self.fake = http, url, fake
+        self.gate = asyncio.Semaphore(in_flight)
+        self.killed = asyncio.Event()
+
+    async def sign(self, user: str, attempt: str) -> None:
+        body = slash_command_body(
+            "/sign", "", user, response_url=self.fake.response_url(f"{user}-{attempt}")
+        )
+        async with self.gate:
+            if self.killed.is_set():
+                return
+            headers = {
+                "Content-Type": "application/x-www-form-urlencoded",
+                **sign_request(DEFAULT_SECRET, body),
+            }
+            try:
+                async with self.http.post(self.url, data=body, headers=headers) as response:
+                    await response.read()
+            except aiohttp.ClientError:
+                pass  # the bot died under this request: never acknowledged
+
+
 def _undelivered(database: Database) -> int:
     with database.session() as session:
         rows = session.exec(select(OutboxMessage)).all()
@@ -81,36 +107,15 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
         async with aiohttp.ClientSession() as http:
             bot = await spawn_bot(env, tmp_path, tmp_path / "bot1.log")
             await _wait_healthy(http, port)
-            gate = asyncio.Semaphore(IN_FLIGHT)
-            killed = asyncio.Event()
-
-            async def sign(user: str, attempt: str) -> None:
-                body = slash_command_body(
-                    "/sign", "", user, response_url=fake.response_url(f"{user}-{attempt}")
-                )
-                async with gate:
-                    if killed.is_set():
-                        return
-                    try:
-                        async with http.post(
-                            url,
-                            data=body,
-                            headers={
-                                "Content-Type": "application/x-www-form-urlencoded",
-                                **sign_request(DEFAULT_SECRET, body),
-                            },
-                        ) as response:
-                            await response.read()
-                    except aiohttp.ClientError:
-                        pass  # the bot died under this request: never acknowledged
+            burst = SlashBurst(http, url, fake, IN_FLIGHT)
 
             async def killer() -> None:
                 while len(fake.calls_to("response_url")) < MEMBERS // 2:
                     await asyncio.sleep(0.01)
                 await stop_bot(bot, kill=True)
-                killed.set()
+                burst.killed.set()
 
-            await asyncio.gather(killer(), *(sign(u, "1") for u in users))
+            await asyncio.gather(killer(), *(burst.sign(u, "1") for u in users))
             first = _replies(fake)
             acknowledged = {
                 key.split("-")[0]
@@ -122,8 +127,8 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
             bot = await spawn_bot(env, tmp_path, tmp_path / "bot2.log")
             await _wait_healthy(http, port)
             retry = [u for u in users if u not in acknowledged]
-            killed.clear()
-            await asyncio.gather(*(sign(u, "2") for u in retry))
+            burst.killed.clear()
+            await asyncio.gather(*(burst.sign(u, "2") for u in retry))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and len(
                 [k for k in _replies(fake) if k.endswith("-2")]

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-from fakeslack import DEFAULT_SECRET, FakeSlack, sign_request, slash_command_body
+from fakeslack import DEFAULT_SECRET, FakeSlack
 from helpers import create_example_letter
 from matrix_support import PICKLE_KEY, new_world, reply_target
 from pg_server import _free_port
@@ -23,7 +23,7 @@ from process_support import bot_env, spawn_bot, stop_bot
 from slack_support import burst_roster, reply_text
 from sqlmodel import select
 from synapse_server import SynapseServer
-from test_crash import _undelivered, _wait_healthy
+from test_crash import SlashBurst, _undelivered, _wait_healthy
 
 from bot.db import Database
 from bot.delivery import LEASE
@@ -75,28 +75,7 @@ async def test_kill_9_mid_burst_over_slack_and_matrix(
             bot = await spawn_bot(env, tmp_path, tmp_path / "bot1.log")
             await _wait_healthy(http, port)
             await world.wait_letter_post(room, timeout=60)
-            gate = asyncio.Semaphore(IN_FLIGHT)
-            killed = asyncio.Event()
-
-            async def sign(user: str, attempt: str) -> None:
-                body = slash_command_body(
-                    "/sign", "", user, response_url=fake.response_url(f"{user}-{attempt}")
-                )
-                async with gate:
-                    if killed.is_set():
-                        return
-                    try:
-                        async with http.post(
-                            url,
-                            data=body,
-                            headers={
-                                "Content-Type": "application/x-www-form-urlencoded",
-                                **sign_request(DEFAULT_SECRET, body),
-                            },
-                        ) as response:
-                            await response.read()
-                    except aiohttp.ClientError:
-                        pass  # died under this request: never acknowledged
+            burst = SlashBurst(http, url, fake, IN_FLIGHT)
 
             def matrix_burst() -> None:
                 for member in matrix_members:
@@ -107,11 +86,11 @@ async def test_kill_9_mid_burst_over_slack_and_matrix(
                 while len(fake.calls_to("response_url")) < SLACK_MEMBERS // 2:
                     await asyncio.sleep(0.01)
                 await stop_bot(bot, kill=True)
-                killed.set()
+                burst.killed.set()
 
             sender = threading.Thread(target=matrix_burst)
             sender.start()
-            await asyncio.gather(killer(), *(sign(u, "1") for u in users))
+            await asyncio.gather(killer(), *(burst.sign(u, "1") for u in users))
             await asyncio.to_thread(sender.join)
             acknowledged = {
                 call.path.rsplit("/", 1)[-1].split("-")[0]
@@ -123,8 +102,8 @@ async def test_kill_9_mid_burst_over_slack_and_matrix(
             bot = await spawn_bot(env, tmp_path, tmp_path / "bot2.log")
             await _wait_healthy(http, port)
             retry = [u for u in users if u not in acknowledged]
-            killed.clear()
-            await asyncio.gather(*(sign(u, "2") for u in retry))
+            burst.killed.clear()
+            await asyncio.gather(*(burst.sign(u, "2") for u in retry))
             deadline = time.monotonic() + LEASE.total_seconds() + 60
             while time.monotonic() < deadline:
                 answered = {reply_target(e) for e in world.bot_events(room, 400)}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ConsoleHarness, make_settings
-from helpers import EXPECTED, create_example_letter, import_example_roster
+from helpers import EXPECTED, create_example_letter, import_example_roster, sign_everyone
 from sqlmodel import select
 
 from bot.config import Settings
@@ -18,23 +18,7 @@ from bot.models import OutboxMessage, Reminder
 from bot.models._types import utcnow
 from bot.platforms.base import Delivery, Platform
 from bot.runtime import Bot
-from bot.store import letters, members, outbox, signatures
-
-
-def _sign_all(database: Database, slug: str) -> None:
-    with database.session() as session:
-        letter = letters.get_letter(session, slug=slug)
-        assert letter is not None
-        for member in members.list_members(session):
-            if member.role == "member":
-                signatures.sign(
-                    session,
-                    letter=letter,
-                    member=member,
-                    at=utcnow(),
-                    via_platform="console",
-                    via_external_id=member.member_id,
-                )
+from bot.store import letters, outbox
 
 
 def _outbox(database: Database) -> list[OutboxMessage]:
@@ -48,7 +32,7 @@ def test_due_letter_closes_once_writes_files_and_announces(
     import_example_roster(database)
     deadline = utcnow() + timedelta(hours=2)
     create_example_letter(database, settings, deadline=deadline, post_to=["console:#members"])
-    _sign_all(database, "interpol-2021")
+    sign_everyone(database)
     bot = Bot(settings, database, [])
     assert bot.scheduler.tick(now=deadline - timedelta(seconds=1)) is True  # the 1h reminder
     assert bot.scheduler.tick(now=deadline + timedelta(seconds=1)) is True
