@@ -6,7 +6,15 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
+
+import aiohttp
+from fakeslack import DEFAULT_SECRET, FakeSlack, sign_request, slash_command_body
+from sqlmodel import select
+
+from bot.db import Database
+from bot.models import OutboxMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,3 +52,48 @@ async def stop_bot(process: asyncio.subprocess.Process, *, kill: bool = False) -
     if process.returncode is None:
         process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
     return await asyncio.wait_for(process.wait(), timeout=30)
+
+
+async def wait_healthy(http: aiohttp.ClientSession, port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("the bot did not come up")
+
+
+class SlashBurst:
+    """Signed `/sign` requests, a bounded number in flight; none are sent once `killed` is set."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, fake: FakeSlack, in_flight: int):
+        self.http, self.url, self.fake = http, url, fake
+        self.gate = asyncio.Semaphore(in_flight)
+        self.killed = asyncio.Event()
+
+    async def sign(self, user: str, attempt: str) -> None:
+        body = slash_command_body(
+            "/sign", "", user, response_url=self.fake.response_url(f"{user}-{attempt}")
+        )
+        async with self.gate:
+            if self.killed.is_set():
+                return
+            headers = {
+                "Content-Type": "application/x-www-form-urlencoded",
+                **sign_request(DEFAULT_SECRET, body),
+            }
+            try:
+                async with self.http.post(self.url, data=body, headers=headers) as response:
+                    await response.read()
+            except aiohttp.ClientError:
+                pass  # the bot died under this request: never acknowledged
+
+
+def undelivered(database: Database) -> int:
+    with database.session() as session:
+        rows = session.exec(select(OutboxMessage)).all()
+        return sum(m.delivered_at is None for m in rows)

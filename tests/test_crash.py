@@ -13,10 +13,10 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-from fakeslack import DEFAULT_SECRET, FakeSlack, sign_request, slash_command_body
+from fakeslack import DEFAULT_SECRET, FakeSlack
 from helpers import create_example_letter
 from pg_server import _free_port
-from process_support import bot_env, spawn_bot, stop_bot
+from process_support import SlashBurst, bot_env, spawn_bot, stop_bot, undelivered, wait_healthy
 from slack_support import burst_roster, reply_text
 from sqlmodel import select
 
@@ -27,51 +27,6 @@ from bot.roster import import_roster
 
 MEMBERS = 500
 IN_FLIGHT = 50
-
-
-async def _wait_healthy(http: aiohttp.ClientSession, port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("the bot did not come up")
-
-
-class SlashBurst:
-    """Signed `/sign` requests, a bounded number in flight; none are sent once `killed` is set."""
-
-    def __init__(self, http: aiohttp.ClientSession, url: str, fake: FakeSlack, in_flight: int):
-        self.http, self.url, self.fake = http, url, fake
-        self.gate = asyncio.Semaphore(in_flight)
-        self.killed = asyncio.Event()
-
-    async def sign(self, user: str, attempt: str) -> None:
-        body = slash_command_body(
-            "/sign", "", user, response_url=self.fake.response_url(f"{user}-{attempt}")
-        )
-        async with self.gate:
-            if self.killed.is_set():
-                return
-            headers = {
-                "Content-Type": "application/x-www-form-urlencoded",
-                **sign_request(DEFAULT_SECRET, body),
-            }
-            try:
-                async with self.http.post(self.url, data=body, headers=headers) as response:
-                    await response.read()
-            except aiohttp.ClientError:
-                pass  # the bot died under this request: never acknowledged
-
-
-def _undelivered(database: Database) -> int:
-    with database.session() as session:
-        rows = session.exec(select(OutboxMessage)).all()
-        return sum(m.delivered_at is None for m in rows)
 
 
 def _replies(fake: FakeSlack) -> dict[str, list[str]]:
@@ -106,7 +61,7 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
         users = [f"UB{i:04d}" for i in range(MEMBERS)]
         async with aiohttp.ClientSession() as http:
             bot = await spawn_bot(env, tmp_path, tmp_path / "bot1.log")
-            await _wait_healthy(http, port)
+            await wait_healthy(http, port)
             burst = SlashBurst(http, url, fake, IN_FLIGHT)
 
             async def killer() -> None:
@@ -125,7 +80,7 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
             assert MEMBERS // 2 <= len(acknowledged) < MEMBERS, len(acknowledged)
 
             bot = await spawn_bot(env, tmp_path, tmp_path / "bot2.log")
-            await _wait_healthy(http, port)
+            await wait_healthy(http, port)
             retry = [u for u in users if u not in acknowledged]
             burst.killed.clear()
             await asyncio.gather(*(burst.sign(u, "2") for u in retry))
@@ -136,7 +91,7 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
                 await asyncio.sleep(0.1)
             # A row the killed bot had claimed waits out its lease, then the new bot sends it.
             deadline = time.monotonic() + LEASE.total_seconds() + 30
-            while time.monotonic() < deadline and _undelivered(database):
+            while time.monotonic() < deadline and undelivered(database):
                 await asyncio.sleep(0.5)
             await asyncio.sleep(4)  # let the live counter settle
             assert await stop_bot(bot) == 0

@@ -19,11 +19,10 @@ from fakeslack import DEFAULT_SECRET, FakeSlack
 from helpers import create_example_letter
 from matrix_support import PICKLE_KEY, new_world, reply_target
 from pg_server import _free_port
-from process_support import bot_env, spawn_bot, stop_bot
+from process_support import SlashBurst, bot_env, spawn_bot, stop_bot, undelivered, wait_healthy
 from slack_support import burst_roster, reply_text
 from sqlmodel import select
 from synapse_server import SynapseServer
-from test_crash import SlashBurst, _undelivered, _wait_healthy
 
 from bot.db import Database
 from bot.delivery import LEASE
@@ -73,7 +72,7 @@ async def test_kill_9_mid_burst_over_slack_and_matrix(
         commands: list[str] = []
         async with aiohttp.ClientSession() as http:
             bot = await spawn_bot(env, tmp_path, tmp_path / "bot1.log")
-            await _wait_healthy(http, port)
+            await wait_healthy(http, port)
             await world.wait_letter_post(room, timeout=60)
             burst = SlashBurst(http, url, fake, IN_FLIGHT)
 
@@ -100,7 +99,7 @@ async def test_kill_9_mid_burst_over_slack_and_matrix(
             matrix_answered_before = {reply_target(e) for e in world.bot_events(room, 400)}
 
             bot = await spawn_bot(env, tmp_path, tmp_path / "bot2.log")
-            await _wait_healthy(http, port)
+            await wait_healthy(http, port)
             retry = [u for u in users if u not in acknowledged]
             burst.killed.clear()
             await asyncio.gather(*(burst.sign(u, "2") for u in retry))
@@ -111,7 +110,7 @@ async def test_kill_9_mid_burst_over_slack_and_matrix(
                 if (
                     set(commands) <= answered
                     and len(retried) >= len(retry)
-                    and not _undelivered(database)
+                    and not undelivered(database)
                 ):
                     break
                 await asyncio.sleep(0.5)
@@ -130,7 +129,7 @@ async def test_kill_9_mid_burst_over_slack_and_matrix(
         "slack": SLACK_MEMBERS,
         "matrix": MATRIX_MEMBERS,
     }
-    assert _undelivered(database) == 0
+    assert undelivered(database) == 0
     logs = (tmp_path / "bot1.log").read_text() + (tmp_path / "bot2.log").read_text()
     assert "Traceback" not in logs
     database.dispose()
