@@ -24,23 +24,11 @@ from synapse_server import RegisteredUser, SynapseServer, unique_localpart
 from bot.config import Settings
 from bot.db import Database
 from bot.platforms.matrix import MatrixPlatform
-from bot.roster import import_roster
+from bot.roster import COLUMNS, import_roster
 from bot.runtime import Bot
 
 PICKLE_KEY = "test-pickle-key"
-ROSTER_HEADER = [
-    "member_id",
-    "title",
-    "given_name",
-    "family_name",
-    "post_nominals",
-    "group",
-    "display_name",
-    "email",
-    "slack_id",
-    "matrix_id",
-    "role",
-]
+ROSTER_HEADER = list(COLUMNS)  # the import format, as bot.roster defines it
 
 Event = dict[str, Any]
 
