@@ -6,6 +6,7 @@ outbox rows it causes commit together (rule 6: a crash between decided and sent 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,7 @@ from sqlmodel import Session
 
 from bot.config import Settings
 from bot.models import Compilation, Letter, LetterState, Member, Signature
-from bot.names import collation_key, group_signatories
+from bot.names import ListedSignatory, group_key, in_letter_order
 from bot.store import audit, letters, members, outbox, signatures
 from bot.timeutil import format_utc, iso_utc, time_left
 
@@ -209,9 +210,9 @@ class StatusView:
     signatures: int
     groups: dict[str, int]
     asker_signature: Signature | None = None
-    signatories: list[dict[str, Any]] = field(default_factory=list)
+    signatories: list[ListedSignatory] = field(default_factory=list)  # in letter order
     pending: list[dict[str, Any]] = field(default_factory=list)
-    not_signed: list[dict[str, str]] = field(default_factory=list)
+    not_signed: list[ListedSignatory] = field(default_factory=list)  # in letter order
     earlier_version: int = 0
     detailed: bool = False
     names_visible: bool = False
@@ -224,7 +225,16 @@ class StatusView:
             "deadline": iso_utc(self.deadline),
             "signatures": self.signatures,
             "groups": self.groups,
-            "signatories": self.signatories,
+            "signatories": [
+                {
+                    "member_id": s.member_id,
+                    "name": s.name,
+                    "group": s.group,
+                    "signed_at": iso_utc(s.signed_at) if s.signed_at else None,
+                    "via": s.via,
+                }
+                for s in self.signatories
+            ],
             "pending": self.pending,
         }
 
@@ -240,10 +250,21 @@ def status_view(
     asker: Member | None,
     coordinator: bool,
     now: datetime,
+    signing_details: bool = False,
 ) -> StatusView:
-    """Counts come from the database; names are loaded only where they will be shown."""
+    """Names are loaded only where they will be shown, and when and how each person signed only
+    with signing_details (JSON shows it; chat does not). A coordinator always sees the names, so
+    the counts come from them; otherwise the database counts.
+    """
     assert letter.id is not None
-    counts = signatures.counts_by_group(session, letter_pk=letter.id)
+    listed: list[ListedSignatory] | None = None
+    if coordinator:
+        listed = signatures.listed_signatories(
+            session, letter_pk=letter.id, signing_details=signing_details
+        )
+        counts = dict(Counter(person.group for person in listed))
+    else:
+        counts = signatures.counts_by_group(session, letter_pk=letter.id)
     total = sum(counts.values())
     view = StatusView(
         slug=letter.slug,
@@ -252,8 +273,7 @@ def status_view(
         deadline=letter.deadline,
         time_left=time_left(letter.deadline, now),
         signatures=total,
-        groups={name: counts[name] for name in sorted(counts, key=lambda g: (collation_key(g), g))
-                if counts[name]},
+        groups={name: counts[name] for name in sorted(counts, key=group_key) if counts[name]},
         detailed=coordinator,
         names_visible=coordinator or settings.letters.public_signatories,
     )
@@ -264,18 +284,11 @@ def status_view(
     if view.names_visible and not coordinator and total > MEMBER_NAME_LIMIT:
         view.names_omitted = total
     elif view.names_visible:
-        grouped = group_signatories(signatures.signatories(session, letter_pk=letter.id))
-        view.signatories = [
-            {
-                "member_id": s.member_id,
-                "name": s.name,
-                "group": s.group,
-                "signed_at": iso_utc(s.signed_at) if s.signed_at else None,
-                "via": s.via,
-            }
-            for g in grouped
-            for s in g.signatories
-        ]
+        if listed is None:
+            listed = signatures.listed_signatories(
+                session, letter_pk=letter.id, signing_details=signing_details
+            )
+        view.signatories = in_letter_order(listed)
     if coordinator:
         view.pending = [
             {
@@ -286,11 +299,6 @@ def status_view(
             }
             for p in members.list_pending(session, letter_pk=letter.id)
         ]
-        missing = group_signatories(signatures.not_signed(session, letter_pk=letter.id))
-        view.not_signed = [
-            {"member_id": m.member_id, "group": m.group, "name": m.name}
-            for g in missing
-            for m in g.signatories
-        ]
+        view.not_signed = in_letter_order(signatures.not_signed(session, letter_pk=letter.id))
         view.earlier_version = signatures.count_other_versions(session, letter=letter)
     return view

@@ -311,7 +311,13 @@ def status(
     with opened() as (config, database), database.session() as session:
         letter = require_letter(session, slug)
         view = status_view(
-            session, settings=config, letter=letter, asker=None, coordinator=True, now=utcnow()
+            session,
+            settings=config,
+            letter=letter,
+            asker=None,
+            coordinator=True,
+            now=utcnow(),
+            signing_details=as_json,
         )
     if as_json:
         typer.echo(json.dumps(view.as_json(), ensure_ascii=False, indent=2))

@@ -86,7 +86,14 @@ class Database:
                 raise
 
     def upgrade(self) -> None:
+        """Apply pending migrations, then recompute derived data they leave stale."""
+        from bot.store.members import refresh_listing_fields  # the store imports the models
+
         upgrade(self.engine)
+        with self.session() as session:
+            refreshed = refresh_listing_fields(session)
+        if refreshed:
+            log.info("computed the filing keys and printed names of %d members", refreshed)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import unicodedata
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from typing import NamedTuple
 
 from pyuca import Collator
 
 _collator: Collator | None = None
+
+# Bump when filing_key's layout or render_name's rule changes: stored keys (and printed names,
+# bot.models.member) whose key lacks the current prefix are recomputed.
+FILING_KEY_FORMAT = 1
+FILING_KEY_PREFIX = format(
+    zlib.crc32(f"cosign-filing-key/{FILING_KEY_FORMAT}/uca-{Collator.UCA_VERSION}".encode()), "08x"
+)
+_END = "\x01"  # ends a name's weights: below every weight character, and not NUL (PostgreSQL)
+_SURROGATES = range(0xD800, 0xE000)  # not storable as UTF-8: weight characters skip them
 
 
 def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-def _get_collator() -> Collator:
+def collator() -> Collator:
     global _collator
     if _collator is None:
         _collator = Collator()  # DUCET root order; built once, it takes ~0.3 s
@@ -29,7 +40,7 @@ def collation_key(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(UCA primary weights, full UCA key): accents, strokes and case never change where a word
     files; the full key only breaks ties between primary-equal strings. One pyuca call a string.
     """
-    full = tuple(_get_collator().sort_key(nfc(text)))
+    full = tuple(collator().sort_key(nfc(text)))
     try:
         primary = full[: full.index(0)]  # 0 separates the levels: the primary level ends there
     except ValueError:
@@ -37,16 +48,50 @@ def collation_key(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return (primary, full)
 
 
+def _weight_char(weight: int) -> str:
+    code = weight + 2  # weights start at 0 (level separators); 0 and 1 are reserved
+    return chr(code + len(_SURROGATES) if code >= _SURROGATES.start else code)
+
+
+def _weights_text(weights: tuple[int, ...]) -> str:
+    """One character a weight, in the same order, then _END: str order equals tuple order."""
+    return "".join(map(_weight_char, weights)) + _END
+
+
+def filing_family(family_name: str, display_name: str) -> str:
+    """A member with only a display name files under it."""
+    return family_name or display_name
+
+
+def filing_key(*, family_name: str, given_name: str, member_id: str) -> str:
+    """Signatory.sort_key as one string that compares (in Python, by code point) the same way.
+
+    Stored on each member (bot.models.member) so that listing 10,000 names needs no collation;
+    FILING_KEY_PREFIX marks the format and UCA table. Sort by it in Python, never in SQL (the
+    database's text collation is not code point order). Weights up to 0x10FFFF - 0x802 fit;
+    UCA weights, implicit ones included, stay below 0x10000.
+    """
+    parts = [FILING_KEY_PREFIX]
+    for text in (family_name, given_name):
+        # The full key alone orders as (primary, full) does: it starts with the primary weights
+        # and a 0 separator, lower than any primary weight; so it is half the length.
+        _primary, full = collation_key(text)
+        parts.append(_weights_text(full))
+    parts.append(member_id)
+    return "".join(parts)
+
+
 def render_name(
     *, title: str, given_name: str, family_name: str, post_nominals: str, display_name: str = ""
 ) -> str:
-    if display_name.strip():
-        return nfc(display_name.strip())
-    parts = [title, given_name, family_name, post_nominals]
-    return nfc(" ".join(part.strip() for part in parts if part and part.strip()))
+    display = display_name.strip()
+    if display:
+        return nfc(display)
+    parts = (title.strip(), given_name.strip(), family_name.strip(), post_nominals.strip())
+    return nfc(" ".join(filter(None, parts)))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs 3× as much, over 10,000 rows per status
 class Signatory:
     member_id: str
     name: str
@@ -57,8 +102,10 @@ class Signatory:
     via: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("name", "group", "family_name", "given_name"):
-            object.__setattr__(self, name, nfc(getattr(self, name)))
+        self.name = nfc(self.name)
+        self.group = nfc(self.group)
+        self.family_name = nfc(self.family_name)
+        self.given_name = nfc(self.given_name)
 
     @property
     def line(self) -> str:
@@ -71,6 +118,11 @@ class Signatory:
             self.member_id,
         )
 
+    def filing_key(self) -> str:
+        return filing_key(
+            family_name=self.family_name, given_name=self.given_name, member_id=self.member_id
+        )
+
 
 @dataclass(frozen=True)
 class SignatoryGroup:
@@ -78,12 +130,40 @@ class SignatoryGroup:
     signatories: list[Signatory]
 
 
+def group_key(name: str) -> tuple[object, ...]:
+    return (collation_key(name), name)
+
+
 def group_signatories(signatories: Iterable[Signatory]) -> list[SignatoryGroup]:
     """Groups in collation order of their name; members by family, given name, member_id."""
     by_group: dict[str, list[Signatory]] = {}
     for signatory in signatories:
-        by_group.setdefault(nfc(signatory.group), []).append(signatory)
-    ordered = sorted(by_group, key=lambda name: (collation_key(name), name))
+        by_group.setdefault(signatory.group, []).append(signatory)
+    ordered = sorted(by_group, key=group_key)
     return [
         SignatoryGroup(name, sorted(by_group[name], key=Signatory.sort_key)) for name in ordered
     ]
+
+
+class ListedSignatory(NamedTuple):
+    """A name as status lists it: a tuple, not a Signatory, because status builds 10,000 of them
+    per request and sorts them by stored filing keys rather than by collating the names.
+    """
+
+    member_id: str
+    name: str
+    group: str
+    signed_at: datetime | None = None
+    via: str = ""
+
+    @property
+    def line(self) -> str:
+        return f"{self.name} ({self.group})"
+
+
+def in_letter_order(people: Iterable[ListedSignatory]) -> list[ListedSignatory]:
+    """Grouped as group_signatories groups; people must arrive in filing order already."""
+    by_group: dict[str, list[ListedSignatory]] = {}
+    for person in people:
+        by_group.setdefault(person.group, []).append(person)
+    return [person for name in sorted(by_group, key=group_key) for person in by_group[name]]

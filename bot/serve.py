@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
 from typing import Any
 
+from bot import names
 from bot.config import Settings
 from bot.db import Database
 from bot.platforms.base import Platform
@@ -38,6 +40,16 @@ def build_platforms(settings: Settings, *, console_stdin_required: bool) -> list
     return platforms
 
 
+def settle_heap() -> None:
+    """Build the long-lived UCA collator now and take everything made so far out of the garbage
+    collector's sight. Its ~100,000 objects made every full collection take ~80 ms, a stall for
+    whichever request triggered it; gc.freeze() is CPython's answer for long-lived heaps.
+    """
+    names.collator()
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(settings: Settings, database: Database, platforms: list[Platform]) -> None:
     """Run until SIGINT/SIGTERM (or, with an interactive console, until Ctrl-D)."""
     bot = Bot(settings, database, platforms)
@@ -46,6 +58,7 @@ async def serve(settings: Settings, database: Database, platforms: list[Platform
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await bot.start()
+    settle_heap()
     log.info("cosign running: %s", ", ".join(bot.running_platforms) or "scheduler only")
     waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
     for platform in platforms:

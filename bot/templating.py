@@ -91,6 +91,11 @@ def _code(context: Context, value: Any) -> Safe:
     return Safe(inner)
 
 
+def _lines(people: Any) -> list[str]:
+    """Each signatory's printed line; join them, then finalize escapes the list once."""
+    return [person.line for person in people]
+
+
 def _make_environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATE_DIR)),
@@ -103,6 +108,7 @@ def _make_environment() -> Environment:
     )
     env.filters["b"] = _bold
     env.filters["code"] = _code
+    env.filters["lines"] = _lines
     return env
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Column, UniqueConstraint
+from sqlalchemy import Column, UniqueConstraint, event
 from sqlmodel import Field, SQLModel
 
 from bot.models._types import UTCDateTime, utcnow
+from bot.names import filing_family, filing_key, render_name
 
 
 class Role(StrEnum):
@@ -30,6 +32,33 @@ class Member(SQLModel, table=True):
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    # Derived from the fields above on every ORM write (below), so that status can list 10,000
+    # names without rendering and collating each on every request. bot.names.FILING_KEY_PREFIX
+    # starts each key: a key without the current prefix (or NULL) means both are out of date.
+    filing_key: str | None = Field(default=None, nullable=True)
+    printed_name: str | None = Field(default=None, nullable=True)  # bot.names.render_name
+
+    def listing_fields(self) -> tuple[str, str]:
+        """(filing_key, printed_name) as they should be stored."""
+        key = filing_key(
+            family_name=filing_family(self.family_name, self.display_name),
+            given_name=self.given_name,
+            member_id=self.member_id,
+        )
+        printed = render_name(
+            title=self.title,
+            given_name=self.given_name,
+            family_name=self.family_name,
+            post_nominals=self.post_nominals,
+            display_name=self.display_name,
+        )
+        return key, printed
+
+
+@event.listens_for(Member, "before_insert")
+@event.listens_for(Member, "before_update")
+def _keep_listing_fields(_mapper: Any, _connection: Any, member: Member) -> None:
+    member.filing_key, member.printed_name = member.listing_fields()
 
 
 class Identity(SQLModel, table=True):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from bot.models import Identity, Member, PendingRequest, Role
 from bot.models._types import utcnow
+from bot.names import FILING_KEY_PREFIX
 
 
 def get_member(session: Session, *, member_id: str) -> Member | None:
@@ -124,3 +126,23 @@ def resolve_pending(session: Session, *, platform: str, external_id: str) -> int
         row.resolved_at = utcnow()
         session.add(row)
     return len(rows)
+
+
+def refresh_listing_fields(session: Session) -> int:
+    """Recompute filing keys and printed names that are missing or of another format (a new
+    column, a new UCA table; see bot.models.member).
+
+    Runs after every migration; when all keys are current it is one query. Returns how many
+    members it updated.
+    """
+    prefix = FILING_KEY_PREFIX
+    stale = session.exec(
+        select(Member).where(
+            col(Member.filing_key).is_(None)
+            | (func.substr(col(Member.filing_key), 1, len(prefix)) != prefix)
+        )
+    ).all()
+    for member in stale:
+        member.filing_key, member.printed_name = member.listing_fields()
+        session.add(member)
+    return len(stale)

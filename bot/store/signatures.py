@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import func, update
@@ -12,7 +14,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bot.models import Letter, Member, Signature
-from bot.names import Signatory, render_name
+from bot.names import (
+    FILING_KEY_PREFIX,
+    ListedSignatory,
+    Signatory,
+    filing_family,
+    nfc,
+    render_name,
+)
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,7 @@ def _signatory(row: Any, signed_at: datetime | None = None, via: str = "") -> Si
             display_name=display,
         ),
         group=group,
-        family_name=family or display,
+        family_name=filing_family(family, display),
         given_name=given,
         signed_at=signed_at,
         via=via,
@@ -132,6 +141,67 @@ def signatories(session: Session, *, letter_pk: int) -> list[Signatory]:
     return [_signatory(row, row[7], row[8]) for row in session.execute(query).all()]
 
 
+# Listing columns, then any extras: the stored derivatives, not the name fields.
+_LISTING_COLUMNS = (
+    col(Member.id),
+    col(Member.filing_key),
+    col(Member.printed_name),
+    col(Member.member_id),
+    col(Member.group),
+)
+
+
+def _core_rows(session: Session, query: Any) -> Sequence[Any]:
+    """Plain-column rows through Core: the ORM's row processing cost ~10 ms on 10,000 rows."""
+    session.flush()  # what session.execute's autoflush would have done
+    return session.connection().execute(query).all()
+
+
+def _listed(session: Session, rows: Sequence[Any]) -> list[ListedSignatory]:
+    """Rows in filing order, as listed signatories.
+
+    Sorting by the stored filing keys compares bytes, ~50× cheaper than collating names, and the
+    names come printed. A member whose stored fields are missing or of another format (written
+    around the ORM, or by an older version) has them computed here instead.
+    """
+    prefix = FILING_KEY_PREFIX
+    if not all(row[1] is not None and row[1].startswith(prefix) for row in rows):
+        rows = _with_current_listing_fields(session, rows)
+    groups: dict[str, str] = {}  # a few dozen groups: normalise each once
+    listed = []
+    for row in sorted(rows, key=itemgetter(1)):
+        group = row[4]
+        if group not in groups:
+            groups[group] = nfc(group)
+        listed.append(ListedSignatory(row[3], row[2], groups[group], *row[5:]))
+    return listed
+
+
+def _with_current_listing_fields(session: Session, rows: Sequence[Any]) -> list[tuple[Any, ...]]:
+    stale = [row[0] for row in rows if row[1] is None or not row[1].startswith(FILING_KEY_PREFIX)]
+    fresh = {
+        member.id: member.listing_fields()
+        for member in session.exec(select(Member).where(col(Member.id).in_(stale))).all()
+    }
+    return [(row[0], *fresh[row[0]], *row[3:]) if row[0] in fresh else tuple(row) for row in rows]
+
+
+def listed_signatories(
+    session: Session, *, letter_pk: int, signing_details: bool = False
+) -> list[ListedSignatory]:
+    """Active signatories in filing order; with signing_details, when and how each signed
+    (reading 10,000 timestamps is a fifth of a coordinator's status on PostgreSQL).
+    """
+    details = (col(Signature.signed_at), col(Signature.via_platform)) if signing_details else ()
+    query = (
+        sa_select(*_LISTING_COLUMNS, *details)
+        .select_from(Signature)
+        .join(Member, col(Member.id) == col(Signature.member_pk))
+        .where(col(Signature.letter_pk) == letter_pk, col(Signature.withdrawn_at).is_(None))
+    )
+    return _listed(session, _core_rows(session, query))
+
+
 def counts_by_group(session: Session, *, letter_pk: int) -> dict[str, int]:
     """Active signatures per group, counted by the database (unsorted)."""
     query = (
@@ -143,15 +213,15 @@ def counts_by_group(session: Session, *, letter_pk: int) -> dict[str, int]:
     return {group: int(n) for group, n in session.execute(query).all()}
 
 
-def not_signed(session: Session, *, letter_pk: int) -> list[Signatory]:
-    """Active roster members (role member) without an active signature on the letter."""
+def not_signed(session: Session, *, letter_pk: int) -> list[ListedSignatory]:
+    """Active roster members (role member) without an active signature, in filing order."""
     signed = select(Signature.member_pk).where(
         Signature.letter_pk == letter_pk, col(Signature.withdrawn_at).is_(None)
     )
-    query = sa_select(*_NAME_COLUMNS).where(
+    query = sa_select(*_LISTING_COLUMNS).where(
         col(Member.active), col(Member.role) == "member", col(Member.id).not_in(signed)
     )
-    return [_signatory(row) for row in session.execute(query).all()]
+    return _listed(session, _core_rows(session, query))
 
 
 def signed_member_pks(session: Session, *, letter_pk: int) -> set[int]:
