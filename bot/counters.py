@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
 from bot.publishing import mark_post_shown, stale_posts
 
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
     from bot.runtime import Bot
 
 log = logging.getLogger(__name__)
+
+# One pass at a time per platform in this process: two overlapping passes both saw a post stale
+# and both edited it (a permanently failing one twice). Other processes may still overlap; an
+# edit to the true count is harmless twice.
+_pass_locks: WeakKeyDictionary[Platform, asyncio.Lock] = WeakKeyDictionary()
 
 
 class CounterSync:
@@ -39,6 +45,11 @@ class CounterSync:
 
     async def sync_once(self) -> float:
         """One pass; returns how long to wait before the next (longer after a rate limit)."""
+        lock = _pass_locks.setdefault(self.platform, asyncio.Lock())
+        async with lock:
+            return await self._sync_once()
+
+    async def _sync_once(self) -> float:
         database = self.bot.database
         posts = await asyncio.to_thread(stale_posts, database, platform=self.platform.name)
         wait = 0.0

@@ -429,6 +429,20 @@ async def test_counter_on_a_deleted_post_is_logged_and_left(
         assert count(h, slug) == 1
 
 
+async def test_overlapping_counter_passes_edit_a_post_once(db_url: str, tmp_path: Path) -> None:
+    async with SlackHarness(db_url, tmp_path) as h:
+        slug = open_letter(h)
+        await h.settle()
+        h.fake.fail("chat.update", error="message_not_found", times=100)
+        await h.post(
+            slash_command_body("/sign", slug, "UABETZ", response_url=h.fake.response_url("g"))
+        )
+        await h.replies("g")
+        # The bot's own counter loop may be mid-pass too: all of them together edit once.
+        await asyncio.gather(*(h.platform_counter_pass() for _ in range(3)))
+        assert len(h.fake.calls_to("chat.update")) == 1
+
+
 async def test_unknown_commands_actions_and_replayed_requests(
     db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
