@@ -90,10 +90,28 @@ def _cell(value: object) -> str:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a (child) process from /proc; NaN where /proc is not available."""
+    """utime + stime of a process and its live descendants (cosign's command worker) from /proc;
+    NaN where /proc is not available.
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return math.nan
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    total = (int(fields[11]) + int(fields[12])) / ticks
+    for child in child_pids(pid):
+        child_seconds = process_cpu_seconds(child)
+        if not math.isnan(child_seconds):
+            total += child_seconds
+    return total
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of a process, from /proc/PID/task/*/children."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children

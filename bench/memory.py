@@ -4,7 +4,8 @@ Builds a SQLite database in a temp dir with 10,000 members who all signed one le
 local fake Slack Web API (tests/fakeslack.py) and a throwaway Synapse (tests/synapse_server.py),
 then runs the real `python -m bot run` with all three platforms enabled: the console on a pseudo
 terminal (it only starts on a terminal), Slack over HTTP, Matrix with encryption on. Once it is
-up it idles; RSS (VmRSS) is sampled from /proc and the maximum reported.
+up it idles; RSS (VmRSS) and PSS of the bot and its command worker are sampled from /proc and
+the maxima reported.
 
 Baseline, measured in the same run: the same `python -m bot run` with no platform enabled and an
 empty database (the interpreter, the libraries and the engine). The ratio shows what the
@@ -31,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-from _common import clear_proxies, free_port  # noqa: E402
+from _common import child_pids, clear_proxies, free_port  # noqa: E402
 from fakeslack import DEFAULT_SECRET, FakeSlack  # noqa: E402
 from synapse_server import SynapseServer, unique_localpart  # noqa: E402
 
@@ -83,15 +84,29 @@ def build_database(url: str, signatures: int) -> None:
     database.dispose()
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+def _kb(path: Path, field: str) -> float:
+    for line in path.read_text().splitlines():
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def run_idle(env: dict[str, str], cwd: Path, idle: float, ready: str, tty: bool) -> float:
-    """Start `python -m bot run`, wait for `ready` in its log, idle, return the max RSS (MB)."""
+def memory_mb(pid: int) -> tuple[float, float, float]:
+    """(RSS of the bot process, RSS summed over it and its children, PSS summed over them).
+
+    `cosign run` forks a command worker (bot/workers.py) that shares most pages with its parent:
+    the RSS sum counts those pages twice, PSS (each shared page split between its users) once.
+    """
+    pids = [pid, *child_pids(pid)]
+    rss = [_kb(Path(f"/proc/{p}/status"), "VmRSS:") for p in pids]
+    pss = [_kb(Path(f"/proc/{p}/smaps_rollup"), "Pss:") for p in pids]
+    return rss[0], sum(rss), sum(pss)
+
+
+def run_idle(
+    env: dict[str, str], cwd: Path, idle: float, ready: str, tty: bool
+) -> tuple[float, float, float]:
+    """Start `python -m bot run`, wait for `ready` in its log, idle; the maxima of memory_mb."""
     log = cwd / "bot.log"
     master = slave = None
     stdin: int | None = subprocess.DEVNULL
@@ -116,9 +131,10 @@ def run_idle(env: dict[str, str], cwd: Path, idle: float, ready: str, tty: bool)
         samples = []
         end = time.monotonic() + idle
         while time.monotonic() < end:
-            samples.append(rss_mb(process.pid))
+            samples.append(memory_mb(process.pid))
             time.sleep(0.5)
-        return max(samples)
+        main_rss, rss_sum, pss_sum = zip(*samples, strict=True)
+        return max(main_rss), max(rss_sum), max(pss_sum)
     finally:
         process.terminate()
         try:
@@ -195,13 +211,20 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await asyncio.to_thread(synapse.stop)
     print()
-    print(f"{'process':<52}{'max RSS':>10}")
-    print(f"{'baseline: engine alone, empty database':<52}{baseline:>8.1f} MB")
-    label = f"cosign: {'+'.join(platforms)}, {args.signatures} signatures"
-    print(f"{label:<52}{peak:>8.1f} MB")
-    print(f"ratio cosign / baseline: {peak / baseline:.2f}")
-    verdict = "PASS" if peak <= TARGET_MB and len(platforms) == 3 else "MISS"
-    print(f"target ≤ {TARGET_MB:.0f} MB with all three platforms: {verdict}")
+    print(f"{'process (and its command worker)':<52}{'bot RSS':>10}{'RSS sum':>10}{'PSS sum':>10}")
+    for label, (rss, rss_sum, pss_sum) in (
+        ("baseline: engine alone, empty database", baseline),
+        (f"cosign: {'+'.join(platforms)}, {args.signatures} signatures", peak),
+    ):
+        print(f"{label:<52}{rss:>7.1f} MB{rss_sum:>7.1f} MB{pss_sum:>7.1f} MB")
+    print(f"ratio cosign / baseline (RSS sum): {peak[1] / baseline[1]:.2f}")
+    # The verdict takes the PSS sum: the memory the bot and its worker hold, shared pages once.
+    # The RSS sum counts the pages the forked worker shares with its parent twice.
+    verdict = "PASS" if peak[2] <= TARGET_MB and len(platforms) == 3 else "MISS"
+    print(
+        f"target ≤ {TARGET_MB:.0f} MB with all three platforms (PSS of bot + worker; the bot "
+        f"process alone {peak[0]:.0f} MB RSS): {verdict}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=2)
+# Every command notifies; under a burst of signatures that was a database pass (on SQLite a
+# write-locking transaction) per reply. Passes after a notify are at least this far apart.
+MIN_PASS_GAP_SECONDS = 0.05
 MAX_BACKOFF = timedelta(minutes=15)
 PERMANENT_ATTEMPTS = 8
 
@@ -50,7 +53,8 @@ class OutboxDeliverer:
             try:
                 await asyncio.wait_for(self.wakeup.wait(), timeout=self.bot.poll_seconds)
             except TimeoutError:
-                pass
+                continue
+            await asyncio.sleep(MIN_PASS_GAP_SECONDS)  # notifications meanwhile share one pass
 
     async def deliver_due(self) -> int:
         """One pass: claim and send every due message for the platforms running here."""

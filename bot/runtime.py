@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 from bot.config import Settings
 from bot.core import Dispatcher, Invocation, Reply
@@ -15,6 +14,7 @@ from bot.delivery import OutboxDeliverer
 from bot.platforms.base import Platform
 from bot.scheduler import Scheduler
 from bot.store import outbox
+from bot.workers import CommandRunner
 from handlers import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ class Bot:
         *,
         scheduler: bool = True,
         poll_seconds: float = 2.0,
+        command_processes: bool = False,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -40,19 +41,19 @@ class Bot:
         self.with_scheduler = scheduler
         self.poll_seconds = poll_seconds
         self._tasks: list[asyncio.Task[None]] = []
-        # Commands get their own small pool: on SQLite writes serialise anyway, and more threads
-        # only queue on the write lock and take the GIL from the event loop (slower acks).
-        workers = 1 if database.engine.dialect.name == "sqlite" else 4
-        self._commands = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="command")
+        # A thread by default (tests, `cosign console`); `cosign run` asks for a worker process.
+        self.commands = CommandRunner(
+            settings, database, self.dispatcher, processes=command_processes
+        )
 
     async def handle(self, invocation: Invocation) -> list[Reply]:
         """Run a command off the event loop; the replies exist only after its commit."""
-        loop = asyncio.get_running_loop()
-        replies = await loop.run_in_executor(self._commands, self.dispatcher.dispatch, invocation)
+        replies = await self.commands.run(invocation)
         self.deliverer.notify()
         return replies
 
     async def start(self) -> None:
+        self.commands.start()  # first: a worker process forks before any platform thread exists
         for name, platform in self.platforms.items():
             await platform.start(self)
             self.running_platforms.add(name)
@@ -80,6 +81,7 @@ class Bot:
             except Exception:
                 log.exception("stopping %s failed", name)
             self.running_platforms.discard(name)
+        await asyncio.to_thread(self.commands.shutdown)
 
     async def drain(self, *, platforms: Iterable[str], timeout: float = 30.0) -> bool:
         """Wait until nothing is due in the outbox for these platforms (scripted console)."""

@@ -52,13 +52,14 @@ def settle_heap() -> None:
 
 async def serve(settings: Settings, database: Database, platforms: list[Platform]) -> None:
     """Run until SIGINT/SIGTERM (or, with an interactive console, until Ctrl-D)."""
-    bot = Bot(settings, database, platforms)
+    bot = Bot(settings, database, platforms, command_processes=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    settle_heap()  # before the command worker forks: it shares the frozen heap
     await bot.start()
-    settle_heap()
+    gc.freeze()  # and what the platforms built
     log.info("cosign running: %s", ", ".join(bot.running_platforms) or "scheduler only")
     waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
     for platform in platforms:

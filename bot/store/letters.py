@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -210,17 +210,21 @@ def posts_of(session: Session, *, letter_pk: int) -> Sequence[Post]:
     ).all()
 
 
-def open_letters_in_channel(session: Session, *, platform: str, channel: str) -> Sequence[Letter]:
-    query = (
-        select(Letter)
-        .join(Post, col(Post.letter_pk) == col(Letter.id))
-        .where(
-            Post.platform == platform,
-            Post.channel == channel,
-            col(Letter.state) == LetterState.open.value,
-        )
+# Built once (every command without a SLUG runs it): building it cost as much as running it.
+_OPEN_IN_CHANNEL = (
+    select(Letter)
+    .join(Post, col(Post.letter_pk) == col(Letter.id))
+    .where(
+        Post.platform == bindparam("platform"),
+        Post.channel == bindparam("channel"),
+        col(Letter.state) == LetterState.open.value,
     )
-    return session.exec(query).all()
+)
+
+
+def open_letters_in_channel(session: Session, *, platform: str, channel: str) -> Sequence[Letter]:
+    params = {"platform": platform, "channel": channel}
+    return session.exec(_OPEN_IN_CHANNEL, params=params).all()
 
 
 def letter_for_message(session: Session, *, platform: str, message_id: str) -> Letter | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlmodel import Session, col, select
 
 from bot.models import Identity, Member, PendingRequest, Role
@@ -31,17 +31,25 @@ def get_identity(session: Session, *, platform: str, external_id: str) -> Identi
     return session.exec(query).first()
 
 
+# Built once: every command looks up its caller.
+_MEMBER_FOR_ACCOUNT = (
+    select(Member)
+    .join(Identity, col(Identity.member_pk) == col(Member.id))
+    .where(
+        Identity.platform == bindparam("platform"),
+        Identity.external_id == bindparam("external_id"),
+    )
+)
+
+
 def member_for_account(session: Session, *, platform: str, external_id: str) -> Member | None:
     """The roster member behind a chat account, or None for an unknown account."""
-    identity = get_identity(session, platform=platform, external_id=external_id)
-    if identity is not None:
-        member = session.get(Member, identity.member_pk)
-        return member if member is not None and member.active else None
-    if platform == "console":
+    params = {"platform": platform, "external_id": external_id}
+    member = session.exec(_MEMBER_FOR_ACCOUNT, params=params).first()
+    if member is None and platform == "console":
         # The console is local and trusted: a USER that is a member_id is that member.
         member = get_member(session, member_id=external_id)
-        return member if member is not None and member.active else None
-    return None
+    return member if member is not None and member.active else None
 
 
 def identities_of(session: Session, *, member_pk: int) -> Sequence[Identity]:

