@@ -16,10 +16,13 @@ connection (and no SQLite lock) is ever shared between the two.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -30,13 +33,36 @@ from bot.db import Database
 log = logging.getLogger(__name__)
 
 WORKER_NICENESS = 5  # CFS weight ~1/3 of the acknowledging process when both want the CPU
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 _worker_dispatcher: Dispatcher | None = None
 
 
-def _init_worker(settings: Settings) -> None:
+def _die_with(parent: int) -> None:
+    """A worker outlives a killed parent otherwise: it waits on a queue whose write end it holds.
+
+    Dying is right: its transaction rolls back, and nobody is left to send the reply anyway.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError):  # not Linux: watch the parent instead
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _init_worker(settings: Settings, parent: int) -> None:
     """In the forked worker: its own engine; signals are the parent's business."""
     global _worker_dispatcher
+    _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)  # the parent's event loop owns the inherited wakeup socket
@@ -86,7 +112,7 @@ class CommandRunner:
             self.workers,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_init_worker,
-            initargs=(self.settings,),
+            initargs=(self.settings, os.getpid()),
         )
         # The first task forks every worker (the fork context never forks later), now, while this
         # process has no other thread.

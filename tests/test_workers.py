@@ -99,3 +99,38 @@ async def test_commands_run_in_a_worker_and_a_dead_worker_costs_one_apology(
             finally:
                 assert await stop_bot(bot) == 0
         database.dispose()
+
+
+async def test_a_killed_bot_takes_its_worker_with_it(db_url: str, tmp_path: Path) -> None:
+    """kill -9 of `cosign run` must not leave its worker holding the database (and running)."""
+    async with FakeSlack() as fake:
+        port = _free_port()
+        env = bot_env(
+            COSIGN_DATABASE__URL=db_url,
+            COSIGN_SLACK__ENABLED="true",
+            COSIGN_SLACK__MODE="http",
+            COSIGN_SLACK__PORT=str(port),
+            COSIGN_SLACK__API_URL=fake.api_url,
+            SLACK_BOT_TOKEN=fake.token,
+            SLACK_SIGNING_SECRET=DEFAULT_SECRET,
+            COSIGN_LETTERS__OUTPUT_DIR=str(tmp_path / "out"),
+        )
+        async with aiohttp.ClientSession() as http:
+            bot = await spawn_bot(env, tmp_path, tmp_path / "bot.log")
+            await wait_healthy(http, port)
+            workers = _children(bot.pid)
+            assert workers
+            await stop_bot(bot, kill=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+            await asyncio.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
