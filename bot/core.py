@@ -12,7 +12,7 @@ import logging
 import secrets
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from bot.db import Database
 from bot.models import Member
 from bot.models._types import utcnow
 from bot.store.members import is_coordinator_member, member_for_account
+from bot.store.outbox import QUEUED_MESSAGES
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ class Reply:
     template: str
     context: dict[str, Any] = field(default_factory=dict)
     visibility: Visibility = "private"
+    # The command queued outbox messages: the deliverer should look now, not at its next poll.
+    # Most commands (every signature) queue nothing and leave the outbox alone.
+    wakes_outbox: bool = False
 
 
 class CommandError(Exception):
@@ -177,12 +181,13 @@ class Dispatcher:
                 if command.coordinator_only:
                     context.require_coordinator()
                 result = command.handler(context, list(invocation.args))
+                queued = bool(session.info.get(QUEUED_MESSAGES))
             reply = (
                 result
                 if isinstance(result, Reply)
                 else Reply(command.template, result, command.visibility)
             )
-            return [reply]
+            return [replace(reply, wakes_outbox=True) if queued else reply]
         except CommandError as exc:
             return [error_reply(str(exc))]
         except (OperationalError, DBAPIError) as exc:

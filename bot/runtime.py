@@ -49,7 +49,8 @@ class Bot:
     async def handle(self, invocation: Invocation) -> list[Reply]:
         """Run a command off the event loop; the replies exist only after its commit."""
         replies = await self.commands.run(invocation)
-        self.deliverer.notify()
+        if any(reply.wakes_outbox for reply in replies):
+            self.deliverer.notify()
         return replies
 
     async def start(self) -> None:

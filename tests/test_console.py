@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,11 @@ from conftest import ConsoleHarness
 from helpers import LETTER, ROSTER, create_example_letter, import_example_roster
 
 from bot.config import Settings
+from bot.core import Dispatcher, Invocation
 from bot.db import Database
+from bot.platforms.console import ConsolePlatform
+from bot.runtime import Bot
+from handlers import REGISTRY
 
 
 async def test_line_protocol_as_in_and_reply_format(
@@ -104,3 +110,32 @@ async def test_reminders_and_closing_summary_are_printed(
         h.bot.scheduler.tick(now=deadline + timedelta(seconds=1))
         closed = await h.send()
         assert "[#members] Signing of “Candidacy" in closed and "0 signatures" in closed
+
+
+
+async def test_a_command_that_queues_messages_wakes_the_outbox_and_a_signature_does_not(
+    database: Database, settings: Settings
+) -> None:
+    import_example_roster(database)
+    create_example_letter(database, settings)
+    dispatcher = Dispatcher(settings, database, REGISTRY)
+    post = Invocation("console", "#members", "coordinator", "cosign", ["post", "interpol-2021"])
+    (posted,) = dispatcher.dispatch(post)
+    assert posted.wakes_outbox  # the letter post is queued
+    (signed,) = dispatcher.dispatch(Invocation("console", "#members", "au-abetz", "sign"))
+    assert signed.template == "replies/signed.j2" and not signed.wakes_outbox
+    # A running bot that polls rarely still delivers a queued post at once.
+    out = io.StringIO()
+    console = ConsolePlatform(user="coordinator", channel="#members", stdout=out, interactive=False)
+    bot = Bot(settings, database, [console], scheduler=False, poll_seconds=600)
+    await bot.start()
+    try:
+        await asyncio.sleep(0.2)  # the deliverer's first pass is over: now it waits
+        await console.handle_line("in #staff")
+        await console.handle_line("!cosign post interpol-2021")
+        deadline = asyncio.get_running_loop().time() + 5
+        while "[#staff] 📜" not in out.getvalue():
+            assert asyncio.get_running_loop().time() < deadline, out.getvalue()
+            await asyncio.sleep(0.05)
+    finally:
+        await bot.stop()

@@ -14,6 +14,9 @@ from bot.models import OutboxMessage
 MAX_ATTEMPTS = 12
 
 
+QUEUED_MESSAGES = "cosign_queued_messages"  # session.info: this transaction queued something
+
+
 def enqueue(
     session: Session,
     *,
@@ -43,6 +46,7 @@ def enqueue(
         message.next_attempt_at = not_before
     session.add(message)
     session.flush()
+    session.info[QUEUED_MESSAGES] = True
     return message
 
 
