@@ -54,7 +54,7 @@ class Bot:
         return replies
 
     async def start(self) -> None:
-        self.commands.start()  # first: a worker process forks before any platform thread exists
+        await self.commands.start()  # first: a worker forks before any platform thread exists
         for name, platform in self.platforms.items():
             await platform.start(self)
             self.running_platforms.add(name)
@@ -82,7 +82,7 @@ class Bot:
             except Exception:
                 log.exception("stopping %s failed", name)
             self.running_platforms.discard(name)
-        await asyncio.to_thread(self.commands.shutdown)
+        await self.commands.shutdown()
 
     async def drain(self, *, platforms: Iterable[str], timeout: float = 30.0) -> bool:
         """Wait until nothing is due in the outbox for these platforms (scripted console)."""

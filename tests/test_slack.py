@@ -469,3 +469,48 @@ async def test_unknown_commands_actions_and_replayed_requests(
         await asyncio.sleep(0.2)
         assert [c for c in h.fake.calls_to("response_url") if c.path.endswith("/a")] == []
         assert "Traceback" not in caplog.text
+
+
+async def _held_request(h: SlackHarness) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A request whose body is still arriving: the bot is busy receiving it."""
+    assert h.platform.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", h.platform.port)
+    writer.write(
+        f"POST {h.settings.slack.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+        "command=%2Fsign".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    return reader, writer
+
+
+async def test_replies_wait_for_requests_being_acknowledged_but_not_long(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Acks have 3 s before Slack shows an error; a reply may come later. Acks go first."""
+    async with SlackHarness(db_url, tmp_path) as h:
+        slug = open_letter(h)
+        await h.settle()
+        _, held = await _held_request(h)
+        started = time.monotonic()
+        status, _, _ = await h.post(
+            slash_command_body("/sign", slug, "UABETZ", response_url=h.fake.response_url("a"))
+        )
+        assert status == 200  # acknowledged at once, while the other request is still arriving
+        await asyncio.sleep(0.4)
+        assert not h.fake.calls_to("response_url")  # the reply waits...
+        assert count(h, slug) == 1  # ...though the signature is stored
+        held.close()  # that request ends (the client gave up): replies go out
+        await h.replies("a", timeout=2)
+        assert time.monotonic() - started < 2
+
+        _, held = await _held_request(h)
+        started = time.monotonic()
+        await h.post(
+            slash_command_body("/sign", slug, "UALTON", response_url=h.fake.response_url("b"))
+        )
+        await h.replies("b", timeout=5)  # a request that never ends delays a reply ~1 s, no more
+        waited = time.monotonic() - started
+        assert 0.9 <= waited < 3, waited
+        held.close()

@@ -68,6 +68,8 @@ PERMANENT_ERRORS = {
     "invalid_arguments",
 }
 RATE_LIMIT_RETRIES = 3
+# A reply waits at most this long for requests being acknowledged (SlackPlatform._acks_first).
+ACKS_FIRST_SECONDS = 1.0
 _MENTION = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>\s*")
 
 Respond = Callable[..., Awaitable[Any]]
@@ -115,6 +117,9 @@ class SlackPlatform(Platform):
         self._socket: AsyncSocketModeHandler | None = None
         self.port: int | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._acking = 0  # requests received and not yet answered (acknowledged)
+        self._acked_all = asyncio.Event()
+        self._acked_all.set()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -177,15 +182,36 @@ class SlackPlatform(Platform):
 
     async def _http_endpoint(self, request: web.Request) -> web.Response:
         assert self.app is not None
-        raw = await request.text()
-        bolt_request = AsyncBoltRequest(
-            body=raw,
-            query=request.query_string,
-            headers=request.headers,  # type: ignore[arg-type]
-        )
-        _repair_form_body(bolt_request)
-        response = await self.app.async_dispatch(bolt_request)
-        return await to_aiohttp_response(response)
+        self._acking += 1
+        self._acked_all.clear()
+        try:
+            raw = await request.text()
+            bolt_request = AsyncBoltRequest(
+                body=raw,
+                query=request.query_string,
+                headers=request.headers,  # type: ignore[arg-type]
+            )
+            _repair_form_body(bolt_request)
+            response = await self.app.async_dispatch(bolt_request)
+            return await to_aiohttp_response(response)
+        finally:
+            self._acking -= 1
+            if not self._acking:
+                self._acked_all.set()
+
+    async def _acks_first(self) -> None:
+        """Let requests being acknowledged go first, for at most ACKS_FIRST_SECONDS.
+
+        Slack gives an acknowledgement 3 s, after which the user sees an error; a reply through
+        response_url may come any time in 30 minutes. Under a burst, sending replies competed
+        with acknowledging for this process: acks came at half a bare Bolt app's rate
+        (bench/slack_sign.py). The command's work is already done and committed by now.
+        """
+        if self._acking:
+            try:
+                await asyncio.wait_for(self._acked_all.wait(), ACKS_FIRST_SECONDS)
+            except TimeoutError:
+                pass
 
     async def _healthz(self, request: web.Request) -> web.Response:
         assert self._bot is not None
@@ -280,6 +306,7 @@ class SlackPlatform(Platform):
     async def _respond(
         self, reply: Reply, invocation: Invocation, respond: Respond, *, replace: bool = False
     ) -> None:
+        await self._acks_first()
         text = render_reply(reply, "mrkdwn")
         blocks = kit.text_blocks(text)
         kind = "in_channel" if reply.visibility == "public" else "ephemeral"
