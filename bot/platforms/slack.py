@@ -70,6 +70,9 @@ PERMANENT_ERRORS = {
 RATE_LIMIT_RETRIES = 3
 # A reply waits at most this long for requests being acknowledged (SlackPlatform._acks_first).
 ACKS_FIRST_SECONDS = 1.0
+# ...and requests count as still coming until none has arrived for this long (a burst's requests
+# come well under a millisecond apart; one user's command waits a few ms at most).
+ACKS_QUIET_SECONDS = 0.01
 _MENTION = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>\s*")
 
 Respond = Callable[..., Awaitable[Any]]
@@ -118,8 +121,10 @@ class SlackPlatform(Platform):
         self.port: int | None = None
         self._http: aiohttp.ClientSession | None = None
         self._acking = 0  # requests received and not yet answered (acknowledged)
-        self._acked_all = asyncio.Event()
-        self._acked_all.set()
+        self._last_request = 0.0  # loop time of the latest request's arrival
+        self._quiet = asyncio.Event()  # set: no request in flight or arriving
+        self._quiet.set()
+        self._quiet_check: asyncio.TimerHandle | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -183,7 +188,8 @@ class SlackPlatform(Platform):
     async def _http_endpoint(self, request: web.Request) -> web.Response:
         assert self.app is not None
         self._acking += 1
-        self._acked_all.clear()
+        self._last_request = asyncio.get_running_loop().time()
+        self._quiet.clear()
         try:
             raw = await request.text()
             bolt_request = AsyncBoltRequest(
@@ -196,8 +202,7 @@ class SlackPlatform(Platform):
             return await to_aiohttp_response(response)
         finally:
             self._acking -= 1
-            if not self._acking:
-                self._acked_all.set()
+            self._check_quiet()
 
     async def _acks_first(self) -> None:
         """Let requests being acknowledged go first, for at most ACKS_FIRST_SECONDS.
@@ -207,11 +212,23 @@ class SlackPlatform(Platform):
         with acknowledging for this process: acks came at half a bare Bolt app's rate
         (bench/slack_sign.py). The command's work is already done and committed by now.
         """
-        if self._acking:
+        if not self._quiet.is_set():
             try:
-                await asyncio.wait_for(self._acked_all.wait(), ACKS_FIRST_SECONDS)
+                await asyncio.wait_for(self._quiet.wait(), ACKS_FIRST_SECONDS)
             except TimeoutError:
                 pass
+
+    def _check_quiet(self) -> None:
+        """Set _quiet once nothing is in flight and nothing arrived for ACKS_QUIET_SECONDS."""
+        self._quiet_check = None
+        if self._acking or self._quiet.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        remaining = self._last_request + ACKS_QUIET_SECONDS - loop.time()
+        if remaining <= 0:
+            self._quiet.set()
+        elif self._quiet_check is None:
+            self._quiet_check = loop.call_later(remaining, self._check_quiet)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         assert self._bot is not None
