@@ -138,7 +138,7 @@ def roster_list() -> None:
     """Print the roster as a table."""
     with opened() as (_, database), database.session() as session:
         rows = [
-            (m.member_id, m.role, m.group, _name(m), "" if m.active else "inactive")
+            (m.member_id, m.role, m.group, m.rendered_name(), "" if m.active else "inactive")
             for m in member_store.list_members(session)
         ]
     _table(("member_id", "role", "group", "name", ""), rows)
@@ -472,18 +472,6 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         fail(f"{path} is not UTF-8 text")
-
-
-def _name(member: Any) -> str:
-    from bot.names import render_name
-
-    return render_name(
-        title=member.title,
-        given_name=member.given_name,
-        family_name=member.family_name,
-        post_nominals=member.post_nominals,
-        display_name=member.display_name,
-    )
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:

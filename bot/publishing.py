@@ -145,19 +145,12 @@ def compiled(database: Database, *, slug: str) -> CompiledView | None:
 
 def member_label(database: Database, *, platform: str, external_id: str) -> str | None:
     """'Senator Eric Abetz (Australia)' for a linked account, for confirmations; None if unknown."""
-    from bot.names import render_name
 
     with database.session() as session:
         member = members.member_for_account(session, platform=platform, external_id=external_id)
         if member is None:
             return None
-        name = render_name(
-            title=member.title,
-            given_name=member.given_name,
-            family_name=member.family_name,
-            post_nominals=member.post_nominals,
-            display_name=member.display_name,
-        )
+        name = member.rendered_name()
         return f"{name} ({member.group})" if member.group else name
 
 

@@ -14,7 +14,6 @@ from bot.campaign import (
 )
 from bot.compile import render_letter
 from bot.core import CommandError, Context, Reply
-from bot.names import render_name
 from bot.store import audit, letters, members, signatures
 from bot.store.letters import letter_text
 from bot.timeutil import BadTime, format_utc, iso_utc, parse_when
@@ -175,13 +174,7 @@ def link(ctx: Context, args: list[str]) -> dict[str, Any]:
     )
     return {
         "account": account,
-        "name": render_name(
-            title=member.title,
-            given_name=member.given_name,
-            family_name=member.family_name,
-            post_nominals=member.post_nominals,
-            display_name=member.display_name,
-        ),
+        "name": member.rendered_name(),
         "group": member.group,
         "resolved": resolved,
         "prefix": prefix_for(platform),

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from bot.core import CommandError, Context, Reply
-from bot.names import render_name
 from bot.store import audit, members, signatures
 from bot.timeutil import format_utc
 from handlers.common import require_signable, resolve_letter
@@ -15,13 +14,7 @@ from handlers.registry import REGISTRY
 def _name_of(ctx: Context) -> tuple[str, str]:
     member = ctx.member
     assert member is not None
-    name = render_name(
-        title=member.title,
-        given_name=member.given_name,
-        family_name=member.family_name,
-        post_nominals=member.post_nominals,
-        display_name=member.display_name,
-    )
+    name = member.rendered_name()
     return name, member.group
 
 

@@ -30,6 +30,23 @@ def bot_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def slack_bot_env(
+    db_url: str, port: int, fake: FakeSlack, out: Path, **overrides: str
+) -> dict[str, str]:
+    """bot_env for `cosign run` serving Slack over HTTP on port, against the fake Web API."""
+    return bot_env(
+        COSIGN_DATABASE__URL=db_url,
+        COSIGN_LETTERS__OUTPUT_DIR=str(out),
+        COSIGN_SLACK__ENABLED="true",
+        COSIGN_SLACK__MODE="http",
+        COSIGN_SLACK__PORT=str(port),
+        COSIGN_SLACK__API_URL=fake.api_url,
+        SLACK_BOT_TOKEN=fake.token,
+        SLACK_SIGNING_SECRET=DEFAULT_SECRET,
+        **overrides,
+    )
+
+
 async def spawn_bot(env: dict[str, str], cwd: Path, log: Path) -> asyncio.subprocess.Process:
     handle = log.open("ab")
     process = await asyncio.create_subprocess_exec(

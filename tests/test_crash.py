@@ -13,10 +13,17 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-from fakeslack import DEFAULT_SECRET, FakeSlack
+from fakeslack import FakeSlack
 from helpers import create_example_letter
 from pg_server import _free_port
-from process_support import SlashBurst, bot_env, spawn_bot, stop_bot, undelivered, wait_healthy
+from process_support import (
+    SlashBurst,
+    slack_bot_env,
+    spawn_bot,
+    stop_bot,
+    undelivered,
+    wait_healthy,
+)
 from slack_support import burst_roster, reply_text
 from sqlmodel import select
 
@@ -46,16 +53,8 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
             import_roster(session, data=burst_roster(MEMBERS), actor="test")
         create_example_letter(database, settings, post_to=["slack:C1", "slack:C2"])
         port = _free_port()
-        env = bot_env(
-            COSIGN_DATABASE__URL=db_url,
-            COSIGN_SLACK__ENABLED="true",
-            COSIGN_SLACK__MODE="http",
-            COSIGN_SLACK__PORT=str(port),
-            COSIGN_SLACK__API_URL=fake.api_url,
-            COSIGN_SCHEDULER__TICK_SECONDS="1",
-            SLACK_BOT_TOKEN=fake.token,
-            SLACK_SIGNING_SECRET=DEFAULT_SECRET,
-            COSIGN_LETTERS__OUTPUT_DIR=str(tmp_path / "out"),
+        env = slack_bot_env(
+            db_url, port, fake, tmp_path / "out", COSIGN_SCHEDULER__TICK_SECONDS="1"
         )
         url = f"http://127.0.0.1:{port}/slack/events"
         users = [f"UB{i:04d}" for i in range(MEMBERS)]

@@ -15,11 +15,18 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-from fakeslack import DEFAULT_SECRET, FakeSlack
+from fakeslack import FakeSlack
 from helpers import create_example_letter
 from matrix_support import PICKLE_KEY, new_world, reply_target
 from pg_server import _free_port
-from process_support import SlashBurst, bot_env, spawn_bot, stop_bot, undelivered, wait_healthy
+from process_support import (
+    SlashBurst,
+    slack_bot_env,
+    spawn_bot,
+    stop_bot,
+    undelivered,
+    wait_healthy,
+)
 from slack_support import burst_roster, reply_text
 from sqlmodel import select
 from synapse_server import SynapseServer
@@ -48,16 +55,12 @@ async def test_kill_9_mid_burst_over_slack_and_matrix(
     create_example_letter(database, settings, post_to=["slack:C1", f"matrix:{room}"])
     async with FakeSlack() as fake:
         port = _free_port()
-        env = bot_env(
-            COSIGN_DATABASE__URL=sqlite_url,
+        env = slack_bot_env(
+            sqlite_url,
+            port,
+            fake,
+            tmp_path / "out",
             COSIGN_SCHEDULER__TICK_SECONDS="1",
-            COSIGN_LETTERS__OUTPUT_DIR=str(tmp_path / "out"),
-            COSIGN_SLACK__ENABLED="true",
-            COSIGN_SLACK__MODE="http",
-            COSIGN_SLACK__PORT=str(port),
-            COSIGN_SLACK__API_URL=fake.api_url,
-            SLACK_BOT_TOKEN=fake.token,
-            SLACK_SIGNING_SECRET=DEFAULT_SECRET,
             COSIGN_MATRIX__ENABLED="true",
             COSIGN_MATRIX__HOMESERVER=synapse.base_url,
             COSIGN_MATRIX__USER_ID=world.bot.user_id,

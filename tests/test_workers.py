@@ -12,7 +12,7 @@ import aiohttp
 from fakeslack import DEFAULT_SECRET, FakeSlack, sign_request, slash_command_body
 from helpers import create_example_letter
 from pg_server import _free_port
-from process_support import bot_env, spawn_bot, stop_bot, wait_healthy
+from process_support import slack_bot_env, spawn_bot, stop_bot, wait_healthy
 from slack_support import burst_roster, reply_text
 from sqlmodel import select
 
@@ -62,16 +62,7 @@ async def test_commands_run_in_a_worker_and_a_dead_worker_costs_one_apology(
             import_roster(session, data=burst_roster(3), actor="test")
         create_example_letter(database, settings, post_to=["slack:C1"])
         port = _free_port()
-        env = bot_env(
-            COSIGN_DATABASE__URL=db_url,
-            COSIGN_SLACK__ENABLED="true",
-            COSIGN_SLACK__MODE="http",
-            COSIGN_SLACK__PORT=str(port),
-            COSIGN_SLACK__API_URL=fake.api_url,
-            SLACK_BOT_TOKEN=fake.token,
-            SLACK_SIGNING_SECRET=DEFAULT_SECRET,
-            COSIGN_LETTERS__OUTPUT_DIR=str(tmp_path / "out"),
-        )
+        env = slack_bot_env(db_url, port, fake, tmp_path / "out")
         url = f"http://127.0.0.1:{port}/slack/events"
         log = tmp_path / "bot.log"
         async with aiohttp.ClientSession() as http:
@@ -105,16 +96,7 @@ async def test_a_killed_bot_takes_its_worker_with_it(db_url: str, tmp_path: Path
     """kill -9 of `cosign run` must not leave its worker holding the database (and running)."""
     async with FakeSlack() as fake:
         port = _free_port()
-        env = bot_env(
-            COSIGN_DATABASE__URL=db_url,
-            COSIGN_SLACK__ENABLED="true",
-            COSIGN_SLACK__MODE="http",
-            COSIGN_SLACK__PORT=str(port),
-            COSIGN_SLACK__API_URL=fake.api_url,
-            SLACK_BOT_TOKEN=fake.token,
-            SLACK_SIGNING_SECRET=DEFAULT_SECRET,
-            COSIGN_LETTERS__OUTPUT_DIR=str(tmp_path / "out"),
-        )
+        env = slack_bot_env(db_url, port, fake, tmp_path / "out")
         async with aiohttp.ClientSession() as http:
             bot = await spawn_bot(env, tmp_path, tmp_path / "bot.log")
             await wait_healthy(http, port)

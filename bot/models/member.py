@@ -38,6 +38,16 @@ class Member(SQLModel, table=True):
     filing_key: str | None = Field(default=None, nullable=True)
     printed_name: str | None = Field(default=None, nullable=True)  # bot.names.render_name
 
+    def rendered_name(self) -> str:
+        """The name as the letter prints it (bot.names.render_name), from the fields themselves."""
+        return render_name(
+            title=self.title,
+            given_name=self.given_name,
+            family_name=self.family_name,
+            post_nominals=self.post_nominals,
+            display_name=self.display_name,
+        )
+
     def listing_fields(self) -> tuple[str, str]:
         """(filing_key, printed_name) as they should be stored."""
         key = filing_key(
@@ -45,14 +55,7 @@ class Member(SQLModel, table=True):
             given_name=self.given_name,
             member_id=self.member_id,
         )
-        printed = render_name(
-            title=self.title,
-            given_name=self.given_name,
-            family_name=self.family_name,
-            post_nominals=self.post_nominals,
-            display_name=self.display_name,
-        )
-        return key, printed
+        return key, self.rendered_name()
 
 
 @event.listens_for(Member, "before_insert")
