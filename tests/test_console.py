@@ -112,7 +112,6 @@ async def test_reminders_and_closing_summary_are_printed(
         assert "[#members] Signing of “Candidacy" in closed and "0 signatures" in closed
 
 
-
 async def test_a_command_that_queues_messages_wakes_the_outbox_and_a_signature_does_not(
     database: Database, settings: Settings
 ) -> None:
@@ -139,3 +138,40 @@ async def test_a_command_that_queues_messages_wakes_the_outbox_and_a_signature_d
             await asyncio.sleep(0.05)
     finally:
         await bot.stop()
+
+
+def test_sigterm_stops_an_interactive_bot_at_once(tmp_path: Path, sqlite_url: str) -> None:
+    """Waiting for input must not keep `cosign run` alive after SIGTERM (or Ctrl-C)."""
+    import os
+    import pty
+    import select
+    import signal
+    import time
+
+    master, slave = pty.openpty()
+    env = {
+        "COSIGN_DATABASE__URL": sqlite_url,
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        seen, deadline = b"", time.monotonic() + 60
+        while b"console ready" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                seen += os.read(master, 65536)
+        assert b"console ready" in seen, seen
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+        os.close(slave)

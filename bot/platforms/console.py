@@ -117,7 +117,7 @@ class ConsolePlatform(Platform):
         while True:
             prompt = f"{self.user} in {self.channel}> "
             try:
-                line = await asyncio.to_thread(input, prompt)
+                line = await _read_line(prompt)
             except EOFError:
                 return
             await self.handle_line(line)
@@ -175,3 +175,34 @@ class ConsolePlatform(Platform):
                 text=result.outputs["txt"],
             ).rstrip("\n")
         return None
+
+
+async def _read_line(prompt: str) -> str:
+    """input() in a daemon thread: on SIGTERM or Ctrl-C the bot stops at once, instead of
+    waiting at exit (asyncio.to_thread's threads are joined) until someone presses Enter.
+    """
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    def settle(line: str | None, error: BaseException | None) -> None:
+        if answer.done():
+            return
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(line or "")
+
+    def read() -> None:
+        line: str | None = None
+        error: BaseException | None = None
+        try:
+            line = input(prompt)
+        except BaseException as exc:  # noqa: BLE001 - EOFError, KeyboardInterrupt: to the loop
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, line, error)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    threading.Thread(target=read, name="console-input", daemon=True).start()
+    return await answer
