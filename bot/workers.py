@@ -48,9 +48,9 @@ _FRAME = struct.Struct("!I")
 
 
 def _die_with(parent: int) -> None:
-    """A worker outlives a killed parent otherwise (it would wait on its pipe for ever).
+    """Die with the parent: a `kill -9` of the bot must leave no process holding the database.
 
-    Dying is right: its transaction rolls back, and nobody is left to send the reply anyway.
+    Its transaction rolls back, and nobody is left to send the reply anyway.
     """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
