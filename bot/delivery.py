@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=2)
-# Every command notifies; under a burst of signatures that was a database pass (on SQLite a
-# write-locking transaction) per reply. Passes after a notify are at least this far apart.
+# Passes after a notify are at least this far apart: a burst of commands that queue messages
+# shares one database pass (on SQLite a write-locking transaction) instead of one each.
 MIN_PASS_GAP_SECONDS = 0.05
 MAX_BACKOFF = timedelta(minutes=15)
 PERMANENT_ATTEMPTS = 8

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 from pyuca import Collator
 
@@ -81,6 +81,11 @@ def filing_key(*, family_name: str, given_name: str, member_id: str) -> str:
     return "".join(parts)
 
 
+def is_current_filing_key(key: str | None) -> bool:
+    """A stored key of this format and UCA table (else it and the printed name are recomputed)."""
+    return key is not None and key.startswith(FILING_KEY_PREFIX)
+
+
 def render_name(
     *, title: str, given_name: str, family_name: str, post_nominals: str, display_name: str = ""
 ) -> str:
@@ -134,14 +139,27 @@ def group_key(name: str) -> tuple[object, ...]:
     return (collation_key(name), name)
 
 
+class _InGroup(Protocol):
+    @property
+    def group(self) -> str: ...
+
+
+_Person = TypeVar("_Person", bound=_InGroup)
+
+
+def _by_group(people: Iterable[_Person]) -> list[tuple[str, list[_Person]]]:
+    """(group, its people in the order given), groups in collation order of their name."""
+    by_group: dict[str, list[_Person]] = {}
+    for person in people:
+        by_group.setdefault(person.group, []).append(person)
+    return [(name, by_group[name]) for name in sorted(by_group, key=group_key)]
+
+
 def group_signatories(signatories: Iterable[Signatory]) -> list[SignatoryGroup]:
     """Groups in collation order of their name; members by family, given name, member_id."""
-    by_group: dict[str, list[Signatory]] = {}
-    for signatory in signatories:
-        by_group.setdefault(signatory.group, []).append(signatory)
-    ordered = sorted(by_group, key=group_key)
     return [
-        SignatoryGroup(name, sorted(by_group[name], key=Signatory.sort_key)) for name in ordered
+        SignatoryGroup(name, sorted(people, key=Signatory.sort_key))
+        for name, people in _by_group(signatories)
     ]
 
 
@@ -163,7 +181,4 @@ class ListedSignatory(NamedTuple):
 
 def in_letter_order(people: Iterable[ListedSignatory]) -> list[ListedSignatory]:
     """Grouped as group_signatories groups; people must arrive in filing order already."""
-    by_group: dict[str, list[ListedSignatory]] = {}
-    for person in people:
-        by_group.setdefault(person.group, []).append(person)
-    return [person for name in sorted(by_group, key=group_key) for person in by_group[name]]
+    return [person for _, group in _by_group(people) for person in group]

@@ -145,7 +145,6 @@ def compiled(database: Database, *, slug: str) -> CompiledView | None:
 
 def member_label(database: Database, *, platform: str, external_id: str) -> str | None:
     """'Senator Eric Abetz (Australia)' for a linked account, for confirmations; None if unknown."""
-
     with database.session() as session:
         member = members.member_for_account(session, platform=platform, external_id=external_id)
         if member is None:

@@ -411,17 +411,21 @@ async def test_long_title_is_shortened_in_the_header_and_shown_whole(
         assert title.strip() in first["text"]["text"]
 
 
+async def _signed_under_a_deleted_post(h: SlackHarness) -> str:
+    """A letter whose post can no longer be edited, and a signature that makes it stale."""
+    slug = open_letter(h)
+    await h.settle()
+    h.fake.fail("chat.update", error="message_not_found", times=100)
+    await h.post(slash_command_body("/sign", slug, "UABETZ", response_url=h.fake.response_url("g")))
+    await h.replies("g")
+    return slug
+
+
 async def test_counter_on_a_deleted_post_is_logged_and_left(
     db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with SlackHarness(db_url, tmp_path) as h:
-        slug = open_letter(h)
-        await h.settle()
-        h.fake.fail("chat.update", error="message_not_found", times=100)
-        await h.post(
-            slash_command_body("/sign", slug, "UABETZ", response_url=h.fake.response_url("g"))
-        )
-        await h.replies("g")
+        slug = await _signed_under_a_deleted_post(h)
         await h.platform_counter_pass()
         await h.platform_counter_pass()
         assert len(h.fake.calls_to("chat.update")) == 1  # tried once, then left alone
@@ -431,13 +435,7 @@ async def test_counter_on_a_deleted_post_is_logged_and_left(
 
 async def test_overlapping_counter_passes_edit_a_post_once(db_url: str, tmp_path: Path) -> None:
     async with SlackHarness(db_url, tmp_path) as h:
-        slug = open_letter(h)
-        await h.settle()
-        h.fake.fail("chat.update", error="message_not_found", times=100)
-        await h.post(
-            slash_command_body("/sign", slug, "UABETZ", response_url=h.fake.response_url("g"))
-        )
-        await h.replies("g")
+        await _signed_under_a_deleted_post(h)
         # The bot's own counter loop may be mid-pass too: all of them together edit once.
         await asyncio.gather(*(h.platform_counter_pass() for _ in range(3)))
         assert len(h.fake.calls_to("chat.update")) == 1

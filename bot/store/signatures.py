@@ -16,10 +16,10 @@ from sqlmodel import Session, col, select
 
 from bot.models import Letter, Member, Signature
 from bot.names import (
-    FILING_KEY_PREFIX,
     ListedSignatory,
     Signatory,
     filing_family,
+    is_current_filing_key,
     nfc,
     render_name,
 )
@@ -181,13 +181,17 @@ def _core_rows(session: Session, query: Any) -> Sequence[Any]:
 def _listed(session: Session, rows: Sequence[Any]) -> list[ListedSignatory]:
     """Rows in filing order, as listed signatories.
 
-    Sorting by the stored filing keys compares bytes, ~50× cheaper than collating names, and the
-    names come printed. A member whose stored fields are missing or of another format (written
-    around the ORM, or by an older version) has them computed here instead.
+    Sorting by the stored filing keys compares strings, ~50× cheaper than collating names, and
+    the names come printed. A member whose stored fields are missing or of another format
+    (written around the ORM, or by an older version) has them computed here instead.
     """
-    prefix = FILING_KEY_PREFIX
-    if not all(row[1] is not None and row[1].startswith(prefix) for row in rows):
-        rows = _with_current_listing_fields(session, rows)
+    stale = [row[0] for row in rows if not is_current_filing_key(row[1])]
+    if stale:
+        fresh = {
+            member.id: member.listing_fields()
+            for member in session.exec(select(Member).where(col(Member.id).in_(stale))).all()
+        }
+        rows = [(row[0], *fresh[row[0]], *row[3:]) if row[0] in fresh else row for row in rows]
     groups: dict[str, str] = {}  # a few dozen groups: normalise each once
     listed = []
     for row in sorted(rows, key=itemgetter(1)):
@@ -196,15 +200,6 @@ def _listed(session: Session, rows: Sequence[Any]) -> list[ListedSignatory]:
             groups[group] = nfc(group)
         listed.append(ListedSignatory(row[3], row[2], groups[group], *row[5:]))
     return listed
-
-
-def _with_current_listing_fields(session: Session, rows: Sequence[Any]) -> list[tuple[Any, ...]]:
-    stale = [row[0] for row in rows if row[1] is None or not row[1].startswith(FILING_KEY_PREFIX)]
-    fresh = {
-        member.id: member.listing_fields()
-        for member in session.exec(select(Member).where(col(Member.id).in_(stale))).all()
-    }
-    return [(row[0], *fresh[row[0]], *row[3:]) if row[0] in fresh else tuple(row) for row in rows]
 
 
 def listed_signatories(
