@@ -439,7 +439,7 @@ def slack_manifest(
     ] = None,
 ) -> None:
     """Print the Slack app manifest (YAML): commands, interactivity, scopes, Socket Mode or URL."""
-    from bot.platforms.slack_manifest import manifest, to_yaml
+    from bot.platforms.slack.manifest import manifest, to_yaml
 
     config = settings()
     if config.slack.mode == "http" and not url:

@@ -8,9 +8,22 @@ from bot.models import Letter, LetterState
 from bot.store import letters
 from bot.timeutil import format_utc
 
+# The slash commands cosign declares in its Slack manifest. Slack reserves some names for itself
+# (`/status` among them) and rejects a manifest that declares one, so every other command is typed
+# on Slack after `/cosign` (`/cosign status`); see bot/platforms/slack/manifest.py.
+SLACK_SLASH_COMMANDS = ("sign", "unsign", "letters", "cosign")
+
 
 def prefix_for(platform: str) -> str:
     return "/" if platform == "slack" else "!"
+
+
+def typed(platform: str, usage: str) -> str:
+    """How a user types a command: `/cosign status [SLUG]` on Slack, `!status [SLUG]` elsewhere."""
+    word = usage.split(" ", 1)[0]
+    if platform == "slack" and word not in SLACK_SLASH_COMMANDS:
+        return f"/cosign {usage}"
+    return f"{prefix_for(platform)}{usage}"
 
 
 def resolve_letter(ctx: Context, args: list[str], *, max_args: int = 1) -> Letter:
@@ -35,12 +48,21 @@ def resolve_letter(ctx: Context, args: list[str], *, max_args: int = 1) -> Lette
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise CommandError(
-            "No letter is open in this channel: name it, e.g. "
-            f"{prefix_for(inv.platform)}{ctx.command.name if ctx.command else 'sign'} SLUG."
-        )
+        example = typed(inv.platform, _verb(ctx))
+        raise CommandError(f"No letter is open in this channel: name it, e.g. {example} SLUG.")
     slugs = ", ".join(sorted(letter.slug for letter in candidates))
     raise CommandError(f"Several letters are open here ({slugs}): name the one you mean.")
+
+
+def _verb(ctx: Context) -> str:
+    """The command's words without its arguments: `status`, `cosign post`."""
+    usage = ctx.command.usage if ctx.command else "sign"
+    words = []
+    for word in usage.split():
+        if not word.isalpha() or not word.islower():
+            break
+        words.append(word)
+    return " ".join(words) or "sign"
 
 
 def require_signable(ctx: Context, letter: Letter, verb: str) -> None:

@@ -13,32 +13,51 @@ from bot.campaign import (
     post_letter,
 )
 from bot.compile import render_letter
-from bot.core import CommandError, Context, Reply
+from bot.core import Command, CommandError, Context, Reply
 from bot.store import audit, letters, members, signatures
 from bot.store.letters import letter_text
 from bot.timeutil import BadTime, format_utc, iso_utc, parse_when
-from handlers.common import prefix_for, resolve_letter
-from handlers.registry import REGISTRY, SUBCOMMANDS
+from handlers.common import prefix_for, resolve_letter, typed
+from handlers.registry import COORDINATOR_ENTRY, REGISTRY, SUBCOMMANDS
 
 _SLACK_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 
 
 @REGISTRY.command(
-    "cosign",
+    COORDINATOR_ENTRY,
     usage="cosign SUBCOMMAND … (cosign help)",
     template="replies/cosign_help.j2",
-    coordinator_only=True,
 )
 def cosign(ctx: Context, args: list[str]) -> dict[str, Any] | Reply:
-    """Coordinator commands: post, close, extend, preview, link, pending."""
+    """Coordinator commands: post, close, extend, preview, link, pending.
+
+    Everyone may also type an everyone-command after it (`cosign status`): on Slack that is how
+    status and help are reached, since Slack reserves `/status` for itself.
+    """
+    name = args[0].lower() if args else ""
+    everyday = REGISTRY.commands.get(name)
+    if (
+        everyday is not None
+        and name != COORDINATOR_ENTRY
+        and not everyday.coordinator_only
+        and not (name in SUBCOMMANDS.commands and ctx.is_coordinator)
+    ):
+        return _delegate(ctx, everyday, args[1:])
+    ctx.require_coordinator()
     if not args:
         return cosign_help(ctx, [])
-    sub = SUBCOMMANDS.commands.get(args[0].lower())
+    sub = SUBCOMMANDS.commands.get(name)
     if sub is None:
         raise CommandError(f"Unknown subcommand {args[0]!r}. Try cosign help.")
-    ctx.command = sub
-    result = sub.handler(ctx, args[1:])
-    return result if isinstance(result, Reply) else Reply(sub.template, result, sub.visibility)
+    return _delegate(ctx, sub, args[1:])
+
+
+def _delegate(ctx: Context, command: Command, args: list[str]) -> Reply:
+    ctx.command = command
+    result = command.handler(ctx, args)
+    if isinstance(result, Reply):
+        return result
+    return Reply(command.template, result, command.visibility)
 
 
 def _run(action: Any) -> Any:
@@ -205,7 +224,10 @@ def pending(ctx: Context, args: list[str]) -> dict[str, Any]:
 @SUBCOMMANDS.command("help", usage="cosign help", template="replies/cosign_help.j2")
 def cosign_help(ctx: Context, args: list[str]) -> dict[str, Any]:
     """Show the coordinator commands."""
+    platform = ctx.invocation.platform
     return {
-        "prefix": prefix_for(ctx.invocation.platform),
-        "commands": [{"usage": c.usage, "help": c.help} for c in SUBCOMMANDS.commands.values()],
+        "commands": [
+            {"usage": typed(platform, c.usage), "help": c.help}
+            for c in SUBCOMMANDS.commands.values()
+        ],
     }

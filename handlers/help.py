@@ -5,20 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from bot.core import Context
-from handlers.common import prefix_for
-from handlers.registry import REGISTRY
+from handlers.common import typed
+from handlers.registry import COORDINATOR_ENTRY, REGISTRY
 
 
 @REGISTRY.command("help", usage="help", template="replies/help.j2")
 def show_help(ctx: Context, args: list[str]) -> dict[str, Any]:
     """Show the commands you can use."""
+    platform = ctx.invocation.platform
     commands = [
-        {"usage": cmd.usage, "help": cmd.help}
+        {"usage": typed(platform, cmd.usage), "help": cmd.help}
         for cmd in REGISTRY.commands.values()
-        if not cmd.coordinator_only
+        if cmd.name != COORDINATOR_ENTRY
     ]
     return {
-        "prefix": prefix_for(ctx.invocation.platform),
         "commands": commands,
         "coordinator": ctx.is_coordinator,
+        "coordinator_help": typed(platform, "cosign help"),
     }

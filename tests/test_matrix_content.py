@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.core import Reply, parse_text
-from bot.platforms.matrix_content import (
+from bot.platforms.matrix.content import (
     MAX_CONTENT_BYTES,
     Rendered,
     command_text,

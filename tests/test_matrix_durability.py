@@ -27,7 +27,7 @@ from bot.core import Invocation, Reply
 from bot.db import Database
 from bot.models import HandledEvent, OutboxMessage, Signature
 from bot.platforms.matrix import MatrixPlatform
-from bot.platforms.matrix_loop import inviter_allowed
+from bot.platforms.matrix.sync import inviter_allowed
 
 ROOT = Path(__file__).resolve().parent.parent
 

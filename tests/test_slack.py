@@ -105,7 +105,7 @@ async def test_unknown_user_and_non_coordinator(db_url: str, tmp_path: Path) -> 
             slash_command_body("/sign", slug, "USTRANGER", response_url=h.fake.response_url("u1"))
         )
         assert "could not match" in reply_text((await h.replies("u1"))[0])
-        for i, sub in enumerate(["post", "close", "extend", "preview", "link", "pending", "help"]):
+        for i, sub in enumerate(["post", "close", "extend", "preview", "link", "pending"]):
             token = f"c{i}"
             await h.post(
                 slash_command_body(
@@ -113,6 +113,12 @@ async def test_unknown_user_and_non_coordinator(db_url: str, tmp_path: Path) -> 
                 )
             )
             assert "Only coordinators" in reply_text((await h.replies(token))[0])
+        # `/cosign help` is everyone's help for a member (Slack has no `/help` for apps)
+        await h.post(
+            slash_command_body("/cosign", "help", "UABETZ", response_url=h.fake.response_url("h"))
+        )
+        member_help = reply_text((await h.replies("h"))[0])
+        assert "/cosign status [SLUG]" in member_help and "/cosign post" not in member_help
         await h.post(
             slash_command_body(
                 "/cosign", "pending", "UADMIN", response_url=h.fake.response_url("p")
@@ -286,7 +292,9 @@ async def test_hostile_names_ping_nobody(db_url: str, tmp_path: Path) -> None:
         )
         signed = (await h.replies("e2"))[0]
         await h.post(
-            slash_command_body("/status", slug, "UADMIN", response_url=h.fake.response_url("e3"))
+            slash_command_body(
+                "/cosign", f"status {slug}", "UADMIN", response_url=h.fake.response_url("e3")
+            )
         )
         status = (await h.replies("e3"))[0]
         for payload in (confirm, signed, status):

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.core import Reply
-from bot.platforms import slack_blocks as kit
 from bot.platforms.base import render_reply
+from bot.platforms.slack import blocks as kit
 from bot.publishing import LetterView
 
 PINGS = ("<!channel", "<!here", "<!everyone", "<@", "<!subteam", "<#")

@@ -14,7 +14,7 @@ from slack_support import ROSTER, reply_text
 from bot.config import ConfigError
 from bot.db import Database
 from bot.platforms.slack import SlackPlatform
-from bot.platforms.slack_manifest import manifest, to_yaml
+from bot.platforms.slack.manifest import manifest, to_yaml
 from bot.roster import import_roster
 from bot.runtime import Bot
 
@@ -74,7 +74,7 @@ def test_manifest_declares_commands_scopes_and_mode(tmp_path: Path) -> None:
     socket = make_settings("sqlite:///x.db", tmp_path, slack={"mode": "socket"}).slack
     data = yaml.safe_load(to_yaml(manifest(socket)))
     commands = {c["command"] for c in data["features"]["slash_commands"]}
-    assert commands == {"/sign", "/unsign", "/status", "/letters", "/cosign"}
+    assert commands == {"/sign", "/unsign", "/letters", "/cosign"}
     scopes = set(data["oauth_config"]["scopes"]["bot"])
     assert {"commands", "chat:write", "chat:write.public", "files:write", "users:read"} <= scopes
     assert "users:read.email" not in scopes

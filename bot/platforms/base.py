@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.core import Reply
 from bot.templating import render
@@ -67,7 +67,13 @@ def render_reply(reply: Reply, fmt: str) -> str:
     return render(reply.template, fmt, **reply.context).strip("\n")
 
 
-def render_message(platform: Platform, payload: dict[str, Any], fmt: str) -> str:
+class Prefixed(Protocol):
+    """Anything that knows how its platform's commands are typed (`/sign`, `!sign`)."""
+
+    command_prefix: str
+
+
+def render_message(platform: Prefixed, payload: dict[str, Any], fmt: str) -> str:
     """An outbox `message` (template + context) for this platform, e.g. a reminder."""
     context = {"prefix": platform.command_prefix, **payload["context"]}
     return render(payload["template"], fmt, **context).strip("\n")

@@ -29,7 +29,7 @@ from nio import AsyncClient, AsyncClientConfig, MatrixRoom, MegolmEvent, RoomMes
 from bot.config import ConfigError, Settings
 from bot.core import Invocation, Reply, parse_text
 from bot.platforms.base import Delivery, Platform
-from bot.platforms.matrix_content import (
+from bot.platforms.matrix.content import (
     Rendered,
     command_text,
     is_edit,
@@ -37,11 +37,11 @@ from bot.platforms.matrix_content import (
     reply_pair,
     thread_and_reply,
 )
-from bot.platforms.matrix_loop import SyncLoop
-from bot.platforms.matrix_outbox import Publisher
-from bot.platforms.matrix_replies import ReplyQueue, reply_payload
-from bot.platforms.matrix_send import TRANSPORT_ERRORS, Backoff, Sender
-from bot.platforms.matrix_session import Credentials, HomeserverUnavailable, login, prepare_store
+from bot.platforms.matrix.outbox import Publisher
+from bot.platforms.matrix.replies import ReplyQueue, reply_payload
+from bot.platforms.matrix.send import TRANSPORT_ERRORS, Backoff, Sender
+from bot.platforms.matrix.session import Credentials, HomeserverUnavailable, login, prepare_store
+from bot.platforms.matrix.sync import SyncLoop
 from bot.store import matrix_sync
 
 if TYPE_CHECKING:

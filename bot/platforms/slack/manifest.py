@@ -6,14 +6,29 @@ import json
 from typing import Any
 
 from bot.config import SlackSettings
+from handlers.common import SLACK_SLASH_COMMANDS
 
-COMMANDS = [
-    ("/sign", "Sign an open letter", "[SLUG]"),
-    ("/unsign", "Withdraw your signature", "[SLUG]"),
-    ("/status", "Signatures so far and time left", "[SLUG]"),
-    ("/letters", "Letters open for signing", ""),
-    ("/cosign", "Coordinator commands (cosign help)", "SUBCOMMAND …"),
-]
+# Slack's built-in slash commands. An app cannot declare one: Slack rejects the whole
+# `slash_commands` array of a manifest that contains one ("the slash command has an invalid name").
+# Sources: Slack Help Center, "Use built-in slash commands" (slack.com/help/articles/201259356);
+# api.slack.com/interactivity/slash-commands ("Built-in slash commands", e.g. /topic, /remind);
+# the rejection of `/status` seen by another bot's users (NousResearch/hermes-agent#17054, #18456).
+SLACK_BUILTIN_COMMANDS = frozenset(
+    {
+        "/active", "/apps", "/archive", "/away", "/call", "/clear", "/collapse", "/dm", "/dnd",
+        "/expand", "/feed", "/feedback", "/help", "/invite", "/join", "/kick", "/leave", "/me",
+        "/msg", "/mute", "/open", "/pro", "/remind", "/remove", "/rename", "/search",
+        "/shortcuts", "/shrug", "/star", "/status", "/topic", "/who",
+    }
+)  # fmt: skip
+
+_DESCRIPTIONS = {
+    "sign": ("Sign an open letter", "[SLUG]"),
+    "unsign": ("Withdraw your signature", "[SLUG]"),
+    "letters": ("Letters open for signing", ""),
+    "cosign": ("status, help, and the coordinators' commands", "status [SLUG] | help | …"),
+}
+COMMANDS = [(f"/{name}", *_DESCRIPTIONS[name]) for name in SLACK_SLASH_COMMANDS]
 
 
 def manifest(settings: SlackSettings, url: str | None = None) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from nio import (
 from nio.exceptions import OlmTrustError, SendRetryError
 
 from bot.platforms.base import Delivery
-from bot.platforms.matrix_content import (
+from bot.platforms.matrix.content import (
     Rendered,
     file_message,
     fits,

@@ -23,8 +23,8 @@ from bot.db import Database
 from bot.models import OutboxMessage
 from bot.models._types import utcnow
 from bot.platforms.base import Delivery
-from bot.platforms.matrix_content import Rendered
-from bot.platforms.matrix_send import Backoff, Sender
+from bot.platforms.matrix.content import Rendered
+from bot.platforms.matrix.send import Backoff, Sender
 from bot.store import matrix_sync, outbox
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from bot import publishing
 from bot.db import Database
 from bot.platforms.base import Delivery, Platform, render_message
-from bot.platforms.matrix_content import (
+from bot.platforms.matrix.content import (
     Rendered,
     edit,
     fits,
@@ -28,7 +28,7 @@ from bot.platforms.matrix_content import (
     render_pair,
     txn_id,
 )
-from bot.platforms.matrix_send import Sender
+from bot.platforms.matrix.send import Sender
 from bot.timeutil import format_utc
 
 if TYPE_CHECKING:

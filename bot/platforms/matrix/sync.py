@@ -30,7 +30,7 @@ from nio import (
 from nio.api import MessageDirection
 
 from bot.db import Database
-from bot.platforms.matrix_send import TRANSPORT_ERRORS, Backoff, RateGate, failure_of
+from bot.platforms.matrix.send import TRANSPORT_ERRORS, Backoff, RateGate, failure_of
 from bot.store import matrix_sync
 
 log = logging.getLogger(__name__)

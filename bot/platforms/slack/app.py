@@ -1,0 +1,206 @@
+"""The Slack platform on slack-bolt's AsyncApp: HTTP (aiohttp) or Socket Mode.
+
+Translation only. This module holds the app's lifecycle (the HTTP endpoint and /healthz, or the
+Socket Mode connection); requests in are `listeners`, messages out are `outbound`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import text as sql_text
+
+from bot.config import ConfigError, Settings
+from bot.platforms.base import Platform
+from bot.platforms.slack.listeners import SlackListeners, repair_form_body
+from bot.platforms.slack.outbound import SlackOutbound
+
+if TYPE_CHECKING:
+    from bot.runtime import Bot
+
+log = logging.getLogger(__name__)
+
+RATE_LIMIT_RETRIES = 3
+# A reply waits at most this long for requests being acknowledged (SlackPlatform._acks_first).
+ACKS_FIRST_SECONDS = 1.0
+# ...and requests count as still coming until none has arrived for this long (a burst's requests
+# come well under a millisecond apart; one user's command waits a few ms at most).
+ACKS_QUIET_SECONDS = 0.01
+
+
+class SlackPlatform(SlackListeners, SlackOutbound, Platform):
+    name = "slack"
+    command_prefix = "/"
+    live_counter = True
+    counter_interval = 3.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bot_token: str | None = None,
+        signing_secret: str | None = None,
+        app_token: str | None = None,
+    ) -> None:
+        secrets = settings.secrets
+        self.settings = settings
+        self.config = settings.slack
+        self.bot_token = bot_token or _secret(secrets.slack_bot_token)
+        self.signing_secret = signing_secret or _secret(secrets.slack_signing_secret)
+        self.app_token = app_token or _secret(secrets.slack_app_token)
+        if not self.bot_token:
+            raise ConfigError("slack: SLACK_BOT_TOKEN is not set (needed with slack.enabled)")
+        if self.config.mode == "http" and not self.signing_secret:
+            raise ConfigError(
+                "slack: SLACK_SIGNING_SECRET is not set (needed with slack.mode=http)"
+            )
+        if self.config.mode == "socket" and not self.app_token:
+            raise ConfigError("slack: SLACK_APP_TOKEN is not set (needed with slack.mode=socket)")
+        self._bot: Bot | None = None
+        self.app: AsyncApp | None = None
+        self.client: AsyncWebClient | None = None
+        self._runner: web.AppRunner | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self.port: int | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._acking = 0  # requests received and not yet answered (acknowledged)
+        self._last_request = 0.0  # loop time of the latest request's arrival
+        self._quiet = asyncio.Event()  # set: no request in flight or arriving
+        self._quiet.set()
+        self._quiet_check: asyncio.TimerHandle | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, bot: Bot) -> None:
+        self._bot = bot
+        client_args: dict[str, Any] = {
+            "token": self.bot_token,
+            "retry_handlers": [
+                AsyncConnectionErrorRetryHandler(max_retry_count=2),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+            ],
+        }
+        if self.config.api_url:
+            client_args["base_url"] = self.config.api_url
+        self.client = AsyncWebClient(**client_args)
+        self.app = AsyncApp(
+            client=self.client,
+            signing_secret=self.signing_secret or "socket-mode-does-not-sign",
+            request_verification_enabled=self.config.mode == "http",
+            ignoring_self_events_enabled=True,
+            raise_error_for_unhandled_request=False,
+        )
+        self._http = aiohttp.ClientSession()
+        self._register(self.app)
+        if self.config.mode == "http":
+            await self._start_http()
+        else:
+            self._socket = AsyncSocketModeHandler(self.app, app_token=self.app_token)
+            await self._socket.connect_async()  # type: ignore[no-untyped-call]
+            log.info("slack: connected in Socket Mode")
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.client is not None and self.client.session is not None:
+            await self.client.session.close()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        self._bot = None
+
+    async def _start_http(self) -> None:
+        web_app = web.Application(client_max_size=1024 * 1024)
+        web_app.router.add_post(self.config.path, self._http_endpoint)
+        web_app.router.add_get("/healthz", self._healthz)
+        self._runner = web.AppRunner(web_app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        log.info(
+            "slack: listening on http://%s:%s%s", self.config.host, self.port, self.config.path
+        )
+
+    async def _http_endpoint(self, request: web.Request) -> web.Response:
+        assert self.app is not None
+        self._acking += 1
+        self._last_request = asyncio.get_running_loop().time()
+        self._quiet.clear()
+        try:
+            raw = await request.text()
+            bolt_request = AsyncBoltRequest(
+                body=raw,
+                query=request.query_string,
+                headers=request.headers,  # type: ignore[arg-type]
+            )
+            repair_form_body(bolt_request)
+            response = await self.app.async_dispatch(bolt_request)
+            return await to_aiohttp_response(response)
+        finally:
+            self._acking -= 1
+            self._check_quiet()
+
+    async def _acks_first(self) -> None:
+        """Let requests being acknowledged go first, for at most ACKS_FIRST_SECONDS.
+
+        Slack gives an acknowledgement 3 s, after which the user sees an error; a reply through
+        response_url may come any time in 30 minutes. Under a burst, sending replies competed
+        with acknowledging for this process: acks came at half a bare Bolt app's rate
+        (bench/slack_sign.py). The command's work is already done and committed by now.
+        """
+        if not self._quiet.is_set():
+            try:
+                await asyncio.wait_for(self._quiet.wait(), ACKS_FIRST_SECONDS)
+            except TimeoutError:
+                pass
+
+    def _check_quiet(self) -> None:
+        """Set _quiet once nothing is in flight and nothing arrived for ACKS_QUIET_SECONDS."""
+        self._quiet_check = None
+        if self._acking or self._quiet.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        remaining = self._last_request + ACKS_QUIET_SECONDS - loop.time()
+        if remaining <= 0:
+            self._quiet.set()
+        elif self._quiet_check is None:
+            self._quiet_check = loop.call_later(remaining, self._check_quiet)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        assert self._bot is not None
+        database = "ok"
+        try:
+            await asyncio.to_thread(self._ping_database)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            database = f"unavailable: {exc.__class__.__name__}"
+        body = {"database": database, "platforms": sorted(self._bot.running_platforms)}
+        return web.json_response(body, status=200)
+
+    def _ping_database(self) -> None:
+        assert self._bot is not None
+        with self._bot.database.engine.connect() as conn:
+            conn.execute(sql_text("SELECT 1"))
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
