@@ -175,3 +175,108 @@ def test_sigterm_stops_an_interactive_bot_at_once(tmp_path: Path, sqlite_url: st
             process.kill()
         os.close(master)
         os.close(slave)
+
+
+class PipedConsole:
+    """A real `cosign console` process whose stdin stays open: lines go in one at a time, and
+    what it prints is read as it appears.
+    """
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._mark = 0
+
+    async def say(self, *lines: str) -> None:
+        """Write lines (stdin stays open); later expect() calls look only at output after this."""
+        assert self.process.stdin is not None
+        self._mark = len(self.lines)
+        self.process.stdin.write("".join(f"{line}\n" for line in lines).encode())
+        await self.process.stdin.drain()
+
+    async def expect(self, text: str, *, timeout: float = 20) -> str:
+        """The first line since the last say() that contains text, waiting at most timeout."""
+        assert self.process.stdout is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for line in self.lines[self._mark :]:
+                if text in line:
+                    return line
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                raw = await asyncio.wait_for(self.process.stdout.readline(), max(left, 0))
+            except TimeoutError:
+                raise AssertionError(f"no {text!r} within {timeout}s; saw {self.lines}") from None
+            if not raw:
+                raise AssertionError(f"stdout ended before {text!r}; saw {self.lines}")
+            self.lines.append(raw.decode().rstrip("\n"))
+
+
+async def test_piped_console_handles_each_line_as_it_arrives(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Input stays open while time passes: each line is answered at once, and the reminder and
+    the deadline's closing arrive between lines, from the scheduler, before end of input.
+    """
+    env = {
+        "COSIGN_DATABASE__URL": sqlite_url,
+        "COSIGN_LETTERS__OUTPUT_DIR": str(tmp_path / "out"),
+        "COSIGN_SCHEDULER__TICK_SECONDS": "0.5",
+        "COSIGN_SCHEDULER__REMINDERS": '["7s"]',
+        "COSIGN_COORDINATORS__ANNOUNCE": '["console:#secretariat"]',
+        "PATH": "/usr/bin:/bin",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for args in (
+        ("roster", "import", str(ROSTER)),
+        ("letter", "create", str(LETTER), "--deadline", "+1d"),
+    ):
+        setup = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            *args,
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, setup_errors = await asyncio.wait_for(setup.communicate(), timeout=120)
+        assert setup.returncode == 0, setup_errors.decode()
+    with (tmp_path / "stderr.log").open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "console",
+            cwd=tmp_path,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
+    console = PipedConsole(process)
+    try:
+        await console.say("in #members", "!cosign post interpol-2021")
+        await console.expect("[#members] 📜 Candidacy")  # delivered by the outbox, input open
+        # The deadline a few seconds ahead, so the scheduler's work falls between our lines.
+        await console.say("!cosign extend interpol-2021 +14s", "as au-abetz", "!sign")
+        assert (await console.expect("You signed")).startswith("[private @au-abetz] ✅")
+        await console.expect("[#members] ⏰ Reminder: “Candidacy")
+        await console.say("!status")
+        assert "(interpol-2021): open," in await console.expect("(interpol-2021)")
+        await console.expect("[#members] Signing of “Candidacy", timeout=30)
+        compiled = await console.expect("[#secretariat] 📬")
+        assert "Candidacy" in compiled
+        await console.say("!status interpol-2021")
+        status = await console.expect("(interpol-2021)")
+        assert "(interpol-2021): closed," in status
+        assert process.stdin is not None
+        process.stdin.close()
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    errors = (tmp_path / "stderr.log").read_text(encoding="utf-8")
+    assert "Traceback" not in errors, errors

@@ -1,15 +1,21 @@
 """The console platform: a local, trusted chat on stdin/stdout (DESIGN.md §5, console lines).
 
 ``as USER`` switches who speaks, ``in CHANNEL`` switches channel, other lines are chat messages;
-those starting with ``!`` (or ``/``) are commands. Interactive on a terminal; when stdin is a pipe
-it processes every line, waits for the work they caused, and returns at end of input.
+those starting with ``!`` (or ``/``) are commands. Interactive on a terminal; otherwise it handles
+each line as it arrives (the outbox and scheduler run meanwhile, so a script or another program can
+drive it over time), and at end of input waits for the work the lines caused and returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
+import io
+import logging
+import os
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TextIO
 
 from bot import publishing
@@ -22,6 +28,12 @@ from bot.timeutil import format_utc
 
 if TYPE_CHECKING:
     from bot.runtime import Bot
+
+log = logging.getLogger(__name__)
+
+# Lines read ahead of the one being handled; past this the reader waits, so a large file piped in
+# is not held in memory all at once.
+READ_AHEAD = 1000
 
 
 def normalise_channel(raw: str) -> str:
@@ -107,8 +119,11 @@ class ConsolePlatform(Platform):
         if self.interactive:
             await self._serve_interactive()
             return
-        lines = await asyncio.to_thread(self.stdin.readlines)
-        for line in lines:
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        room = threading.Semaphore(READ_AHEAD)
+        _start_reader(self.stdin, asyncio.get_running_loop(), lines.put_nowait, room)
+        while (line := await lines.get()) is not None:
+            room.release()
             await self.handle_line(line)
         await self._bot.drain(platforms=[self.name])
 
@@ -206,3 +221,67 @@ async def _read_line(prompt: str) -> str:
 
     threading.Thread(target=read, name="console-input", daemon=True).start()
     return await answer
+
+
+class _LoopGone(Exception):
+    """The event loop closed while the reader still had lines: nobody will handle them."""
+
+
+def _start_reader(
+    stream: TextIO,
+    loop: asyncio.AbstractEventLoop,
+    put: Callable[[str | None], None],
+    room: threading.Semaphore,
+) -> None:
+    """Feed the stream's lines, then None at end of input, to put() on the loop, from a daemon
+    thread: a read that blocks on an open pipe must neither stall the loop nor keep the process
+    alive at exit (asyncio.to_thread's threads are joined at exit; daemon threads are not).
+    """
+
+    def send(item: str | None) -> None:
+        try:
+            loop.call_soon_threadsafe(put, item)
+        except RuntimeError as exc:  # the loop is closed
+            raise _LoopGone from exc
+
+    def read() -> None:
+        try:
+            for line in _lines(stream):
+                room.acquire()
+                send(line)
+        except _LoopGone:
+            return
+        except Exception:
+            log.exception("reading the console's input failed; treating it as end of input")
+        try:
+            send(None)
+        except _LoopGone:
+            pass
+
+    threading.Thread(target=read, name="console-input", daemon=True).start()
+
+
+def _lines(stream: TextIO) -> Iterator[str]:
+    """The stream's lines as they arrive.
+
+    A real file or pipe is read with os.read on its descriptor rather than through the TextIO:
+    a thread left blocked inside sys.stdin's buffered reader holds its lock, and interpreter
+    shutdown then aborts ("could not acquire lock for <stdin>"). os.read returns whatever a pipe
+    has, so a line is handled as soon as its newline arrives. In-memory streams (tests) are read
+    directly; they never block.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        yield from stream
+        return
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    pending = ""
+    while chunk := os.read(fd, 65536):
+        pending += decoder.decode(chunk)
+        *complete, pending = pending.split("\n")
+        yield from complete
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending
