@@ -12,9 +12,12 @@ table, runs the handler (its own transaction), then in one more transaction mark
 of the batch got that far is the batch's ``next_batch`` stored as the checkpoint. A crash before
 that re-syncs the batch: handled events are skipped, the others handled. Replies are sent at once
 by a sender task (the outbox deliverer is the fallback, and takes over after a crash); every send
-carries a transaction id derived from its key, so a re-sent reply is not a second message. On the
-bot's very first sync (no checkpoint) the timeline is requested with limit 0: history is ignored
-then and only then.
+carries a transaction id derived from its key, so a re-sent reply is not a second message.
+
+History is never a command: on the bot's very first sync (no checkpoint) the timeline is requested
+with limit 0, and in a room the bot joins, what came before its join (Synapse sends some with the
+join, from before the bot ever ran too) is dropped by the sync loop before it reaches
+``_handle_event``: no reply, no signature (``bot.platforms.matrix.sync``).
 """
 
 from __future__ import annotations

@@ -4,9 +4,18 @@ nio's ``sync_forever`` stores ``next_batch`` before running callbacks and ends o
 exception in one. This loop instead handles every event of a batch (through ``on_event``), and only
 then stores the batch's ``next_batch`` in the cosign database. A crash before that re-syncs the same
 batch; the adapter skips events already handled (the handled-event table), so nothing is lost and
-nothing repeated. On the very first start (no checkpoint) it syncs with a timeline limit of 0:
-history is ignored then and only then. A failing batch is retried with back-off (the homeserver
-going away is just that); an event that fails three times is logged and skipped.
+nothing repeated. A failing batch is retried with back-off (the homeserver going away is just that);
+an event that fails three times is logged and skipped.
+
+History is never a command (rule 10). On the very first start (no checkpoint) the sync asks for a
+timeline limit of 0. And a room's events from before the bot joined it are dropped before anything
+sees them: Synapse sends a newly joined room's latest events whatever the checkpoint (history from
+before the join, even from before the bot ever ran), so in each room's timeline everything up to
+the bot's own latest join (its ``m.room.member`` turning into ``join``) is history, and the gap
+behind a 'limited' timeline is filled from ``/messages`` only back to that join. As a second line,
+an event stamped (``origin_server_ts``) before the join is history too, wherever it sits; the join's
+time is remembered per room, and learnt again from the full state every process syncs first.
+Commands sent while the bot was down in rooms it had joined come after the join: they are handled.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from nio import (
     MatrixRoom,
     MegolmEvent,
     RoomLeaveResponse,
+    RoomMemberEvent,
     RoomMessagesResponse,
     SyncResponse,
     UploadFilterResponse,
@@ -57,6 +67,35 @@ def inviter_allowed(inviter: str | None, allowed: list[str]) -> bool:
     return any(
         inviter.endswith(entry) if entry.startswith(":") else inviter == entry for entry in allowed
     )
+
+
+def is_own_join(event: Any, user_id: str) -> bool:
+    """The bot's membership becoming ``join``: not a display-name or avatar change (join → join)."""
+    return (
+        isinstance(event, RoomMemberEvent)
+        and event.state_key == user_id
+        and event.membership == "join"
+        and event.prev_membership != "join"
+    )
+
+
+def after_join(
+    events: list[Any], user_id: str, joined_at: int | None
+) -> tuple[list[Any], int | None]:
+    """The events of one room's timeline (oldest first) that came after the bot joined it.
+
+    Everything up to the bot's latest join in ``events`` is history; so is any later event stamped
+    before that join, or before ``joined_at`` (the join remembered from an earlier batch, in ms)
+    when ``events`` holds none. Returns the events kept and the join time to remember.
+    """
+    start = 0
+    for index, event in enumerate(events):
+        if is_own_join(event, user_id):
+            start, joined_at = index + 1, int(event.server_timestamp)
+    kept = events[start:]
+    if joined_at is not None:
+        kept = [e for e in kept if getattr(e, "server_timestamp", joined_at) >= joined_at]
+    return kept, joined_at
 
 
 def sync_filter(limit: int) -> dict[str, Any]:
@@ -107,6 +146,9 @@ class SyncLoop:
         self.replaying = True
         self._failures: dict[str, int] = {}
         self._filter_ids: dict[int, str] = {}
+        #: room id -> when the bot joined it (origin_server_ts, ms), where known: the second line
+        #: of defence against history (events stamped before the join)
+        self._joined_at: dict[str, int] = {}
 
     # --- checkpoint ------------------------------------------------------------------------
 
@@ -138,6 +180,7 @@ class SyncLoop:
                 self.handling = True
                 try:
                     await self._crypto_housekeeping()
+                    self._remember_joins(response)
                     await self._handle_invites(response)
                     if since is not None and not await self._handle_timelines(response, since):
                         return  # stopped mid-batch: the old checkpoint stays
@@ -207,17 +250,38 @@ class SyncLoop:
 
     # --- a batch -----------------------------------------------------------------------------
 
+    def _remember_joins(self, response: SyncResponse) -> None:
+        """The bot's join time in each room whose state shows it (every room, on a full-state
+        sync); forgotten for rooms it left."""
+        for room_id, info in response.rooms.join.items():
+            for event in info.state:
+                if is_own_join(event, self.user_id):
+                    self._joined_at[room_id] = int(event.server_timestamp)
+        for room_id in response.rooms.leave:
+            self._joined_at.pop(room_id, None)
+
     async def _handle_timelines(self, response: SyncResponse, since: str) -> bool:
-        """Every timeline event of the batch, in order; False if stopped before the end."""
+        """Every timeline event of the batch since the bot joined, in order; False if stopped
+        before the end."""
         for room_id, info in response.rooms.join.items():
             room = self.client.rooms.get(room_id)
             if room is None:
                 continue
             timeline = list(info.timeline.events)
-            if info.timeline.limited and info.timeline.prev_batch:
+            joined_here = any(is_own_join(event, self.user_id) for event in timeline)
+            if info.timeline.limited and info.timeline.prev_batch and not joined_here:
                 timeline = await self._backfill(room_id, info.timeline.prev_batch, since) + timeline
+            kept, joined_at = after_join(timeline, self.user_id, self._joined_at.get(room_id))
+            if joined_at is not None:
+                self._joined_at[room_id] = joined_at
+            if len(kept) < len(timeline):
+                log.info(
+                    "matrix: %d event(s) in %s are from before the bot joined: history, ignored",
+                    len(timeline) - len(kept),
+                    room_id,
+                )
             seen: set[str] = set()
-            for event in timeline:
+            for event in kept:
                 event_id = getattr(event, "event_id", None)
                 if not event_id or event_id in seen:
                     continue
@@ -247,7 +311,8 @@ class SyncLoop:
             await self.on_failure(room, event)
 
     async def _backfill(self, room_id: str, prev_batch: str, since: str) -> list[Any]:
-        """The events between our checkpoint and a 'limited' timeline, oldest first."""
+        """The events between our checkpoint and a 'limited' timeline, oldest first; it stops at
+        the bot's join (what lies before is history, and a long one would eat the page budget)."""
         collected: list[Any] = []
         token = prev_batch
         for _ in range(BACKFILL_PAGES):
@@ -257,6 +322,8 @@ class SyncLoop:
             if not isinstance(response, RoomMessagesResponse):
                 raise SyncFailed(f"backfill of {room_id} failed: {response}")
             collected.extend(response.chunk)
+            if any(is_own_join(event, self.user_id) for event in response.chunk):
+                break
             if not response.chunk or not response.end or response.end == token:
                 break
             token = response.end
