@@ -107,14 +107,15 @@ def extend_letter(
     actor: str,
     now: datetime,
 ) -> Letter:
-    if letter.state == LetterState.closed.value:
+    if letter.state != LetterState.closed.value and deadline <= now:
+        raise CampaignError(f"the new deadline {format_utc(deadline)} is in the past")
+    # the state is checked under the letter's row lock: it may have closed since it was read
+    moved = letters.extend_deadline(session, letter=letter, deadline=deadline, actor=actor, at=now)
+    if moved is None:
         raise CampaignError(
             f"{letter.slug} closed at {format_utc(letter.closed_at or letter.deadline)}; "
             "its compiled text is final"
         )
-    if deadline <= now:
-        raise CampaignError(f"the new deadline {format_utc(deadline)} is in the past")
-    letters.extend_deadline(session, letter=letter, deadline=deadline, actor=actor, at=now)
     skip_past_reminders(session, settings=settings, letter=letter, now=now)
     return letter
 

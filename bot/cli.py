@@ -196,9 +196,11 @@ def letter_update(file: Path, deadline: WhenOption = None) -> None:
         if when is not None and when <= now:
             fail(f"the deadline {format_utc(when)} is in the past")
         before = letter.version
-        letter_store.update_letter(
+        updated = letter_store.update_letter(
             session, letter=letter, source=source, deadline=when, actor=CLI_ACTOR, at=now
         )
+        if updated is None:  # closed since the check above, by the deadline or another process
+            fail(f"{letter.slug} is closed; its compiled text is final")
         changed = letter.version != before
     typer.echo(f"updated {source.slug}" + ("" if changed else " (text unchanged)"))
 

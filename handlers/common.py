@@ -66,7 +66,12 @@ def _verb(ctx: Context) -> str:
 
 
 def require_signable(ctx: Context, letter: Letter, verb: str) -> None:
-    """Rule 4: nothing after the deadline, whether or not the scheduler has closed it yet."""
+    """Rule 4: nothing after the deadline, whether or not the scheduler has closed it yet.
+
+    The state is read under the letter's row lock, held until the command commits: a close
+    either waits for this signature (and compiles it) or has committed first (and we refuse).
+    """
+    letters.lock_letter(ctx.session, letter=letter)
     if letter.state == LetterState.draft.value:
         raise CommandError(f"“{letter.title}” is not open for signing yet.")
     if letter.state == LetterState.closed.value or letter.deadline <= ctx.now:

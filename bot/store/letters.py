@@ -20,6 +20,25 @@ def get_letter(session: Session, *, slug: str) -> Letter | None:
     return session.exec(select(Letter).where(Letter.slug == slug)).first()
 
 
+def lock_letter(session: Session, *, letter: Letter, exclusive: bool = False) -> Letter:
+    """Lock the letter's row until the transaction ends, and re-read it under the lock.
+
+    PostgreSQL runs READ COMMITTED: a state read with a plain SELECT may be stale by the time the
+    transaction writes. Signing takes the row FOR SHARE (signers do not block each other); closing,
+    updating and extending take it exclusively, so a signature commits wholly before a close
+    compiles, or sees the letter closed. SQLite needs nothing: BEGIN IMMEDIATE already serialises
+    writers, and SQLAlchemy emits no FOR UPDATE there.
+    """
+    query = (
+        select(Letter)
+        .where(col(Letter.id) == letter.id)
+        .with_for_update(read=not exclusive)
+        .execution_options(populate_existing=True)
+    )
+    session.exec(query).one()
+    return letter
+
+
 def list_letters(session: Session, *, state: str | None = None) -> Sequence[Letter]:
     query = select(Letter)
     if state is not None:
@@ -70,7 +89,11 @@ def update_letter(
     deadline: datetime | None,
     actor: str,
     at: datetime,
-) -> Letter:
+) -> Letter | None:
+    """Replace a draft's or open letter's text (checked under its row lock); None once closed."""
+    lock_letter(session, letter=letter, exclusive=True)
+    if letter.state == LetterState.closed.value:
+        return None
     changes: dict[str, object] = {}
     for name in ("title", "date", "addressees", "body", "closing", "signed_by", "template"):
         value = getattr(source, name)
@@ -108,7 +131,11 @@ def open_letter(session: Session, *, letter: Letter, actor: str, at: datetime) -
 
 def extend_deadline(
     session: Session, *, letter: Letter, deadline: datetime, actor: str, at: datetime
-) -> Letter:
+) -> Letter | None:
+    """Move the deadline of a letter that is not closed (checked under its row lock); else None."""
+    lock_letter(session, letter=letter, exclusive=True)
+    if letter.state == LetterState.closed.value:
+        return None
     previous = letter.deadline
     letter.deadline = deadline
     letter.updated_at = at
