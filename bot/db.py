@@ -22,7 +22,8 @@ from sqlmodel import Session
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+#: Alembic's package-resource form, resolved through importlib: found wherever bot is installed.
+MIGRATIONS = "bot:migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 

@@ -8,6 +8,8 @@ import sys
 import tempfile
 import time
 from datetime import timedelta
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TextIO
 
@@ -22,18 +24,20 @@ from bot.runtime import Bot
 from bot.store import letters
 from bot.store.members import list_members
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+#: The repository's examples/, installed as a resource package (see setup.py), so the demo also
+#: runs from a wheel, in any directory.
+EXAMPLES = files("bot.examples")
 SIGNING_WINDOW = timedelta(seconds=4)
 
 
-def run_demo(out: TextIO | None = None, examples: Path = EXAMPLES) -> str:
+def run_demo(out: TextIO | None = None, examples: Traversable = EXAMPLES) -> str:
     """Returns the compiled letter text (also printed)."""
     stream = out or sys.stdout
     with tempfile.TemporaryDirectory(prefix="cosign-demo-") as tmp:
         return asyncio.run(_campaign(Path(tmp), examples, stream))
 
 
-async def _campaign(tmp: Path, examples: Path, out: TextIO) -> str:
+async def _campaign(tmp: Path, examples: Traversable, out: TextIO) -> str:
     started = time.monotonic()
 
     def say(text: str) -> None:

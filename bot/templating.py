@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import html
 import re
-from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
+from jinja2 import Environment, PackageLoader, StrictUndefined, pass_context
 from jinja2.runtime import Context
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+#: The repository's templates/ directory, installed as this resource package (see setup.py):
+#: loading through the import system works from a wheel as well as from the checkout.
+TEMPLATE_PACKAGE = "bot.templates"
 FORMATS = ("text", "md", "html", "mrkdwn")
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~!{}&])")
@@ -98,7 +99,7 @@ def _lines(people: Any) -> list[str]:
 
 def _make_environment() -> Environment:
     env = Environment(
-        loader=FileSystemLoader(str(TEMPLATE_DIR)),
+        loader=PackageLoader(TEMPLATE_PACKAGE, "."),
         autoescape=False,  # finalize escapes per format; HTML autoescape would be wrong for mrkdwn
         finalize=_finalize,
         undefined=StrictUndefined,

@@ -1,0 +1,1 @@
+"""Installed as the resource package ``bot.examples`` (see setup.py); holds no code."""
