@@ -41,8 +41,9 @@ Rounds of 250 with 50 in flight measure sustained load (cosign's post-ack work p
 its acks, as it would under a real burst of sign-ups); `--per-round 50 --rounds 20
 --repeat-rounds 10` measures isolated bursts of 50 instead.
 
-Nothing is timed-asserted; it prints a table, the ratio and PASS/MISS per target. Everything it
-writes (database, logs, the bare app script) is in a temporary directory that is removed.
+It prints a table, the ratio and PASS/MISS per target, and exits 1 when any target is missed.
+Everything it writes (database, logs, the bare app script) is in a temporary directory that is
+removed.
 """
 
 from __future__ import annotations
@@ -678,7 +679,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
     print()
     for label, ok in checks:
         print(f"{verdict(ok)}  {label}")
-    return 0
+    return 0 if all(ok for _, ok in checks) else 1
 
 
 def main() -> None:
