@@ -7,7 +7,9 @@ advisory lock around the audit chain (see bot.store.audit).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
@@ -25,13 +27,15 @@ log = logging.getLogger(__name__)
 #: Alembic's package-resource form, resolved through importlib: found wherever bot is installed.
 MIGRATIONS = "bot:migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: a connection execution option: its SQLite transactions begin deferred, taking no write lock
+READ_ONLY_OPTION = "cosign_read_only"
 
 
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(parsed.database).expanduser())
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -40,6 +44,17 @@ def make_engine(url: str) -> Engine:
         _configure_sqlite(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file readable by its owner only: it holds the roster's e-mail addresses.
+
+    SQLite gives the -wal and -shm files the database file's permissions. An existing file keeps
+    the mode its owner gave it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -56,7 +71,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reader (health checks) must not queue behind writers for the write lock.
+        read_only = conn.get_execution_options().get(READ_ONLY_OPTION)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def is_postgres(session_or_engine: Session | Engine) -> bool:
@@ -85,6 +102,13 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    def ping(self) -> None:
+        """Check the database answers, without the write lock (a GET flood must not contend
+        with signing: every other transaction begins BEGIN IMMEDIATE on SQLite)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY_OPTION: True})
+            conn.execute(text("SELECT 1"))
 
     def upgrade(self) -> None:
         """Apply pending migrations, then recompute derived data they leave stale."""

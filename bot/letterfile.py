@@ -88,7 +88,7 @@ def parse_letter(text: str, *, zone: tzinfo, now: datetime) -> LetterSource:
     if not isinstance(addressees, list) or not all(isinstance(a, str) for a in addressees):
         raise LetterFileError("front matter: addressees must be a list of strings")
     slug = meta["slug"]
-    if not SLUG.match(slug):
+    if not SLUG.fullmatch(slug):  # not .match: "$" would let a trailing newline through
         raise LetterFileError(
             f"front matter: slug {slug!r} must be lowercase letters, digits and '-' (max 100)"
         )

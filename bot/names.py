@@ -28,6 +28,33 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def email_key(address: str) -> str:
+    """How a roster e-mail is looked up: NFC, trimmed, lower case (as providers treat it)."""
+    return nfc(address).strip().lower()
+
+
+# Unicode categories no displayed name needs: controls (Cc: terminal escapes), format characters
+# (Cf: bidi overrides, zero-width spaces), line and paragraph separators (Zl, Zp), lone surrogates.
+# The zero-width (non-)joiner are Cf too, but Persian and Indic names are spelt with them.
+_UNPRINTABLE = {"Cc", "Cf", "Zl", "Zp", "Cs"}
+_JOINERS = {"\u200c", "\u200d"}
+_BREAKS = {"\t", "\n", "\r", "\u2028", "\u2029", "\x0b", "\x0c", "\x85"}  # become spaces
+
+
+def clean_platform_text(text: str, *, limit: int = 200) -> str:
+    """A name that came from a chat platform, safe to store and show in a terminal.
+
+    Display names are chosen by anyone: an escape sequence or a right-to-left override in one
+    would reach coordinators' terminals through `cosign status` and the console.
+    """
+    kept = "".join(
+        " " if ch in _BREAKS else ch
+        for ch in nfc(text)
+        if ch in _BREAKS or ch in _JOINERS or unicodedata.category(ch) not in _UNPRINTABLE
+    )
+    return " ".join(kept.split())[:limit]
+
+
 def collator() -> Collator:
     global _collator
     if _collator is None:

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from bot.compile import render_letter
 from bot.db import Database
-from bot.models import Letter, Member, Post
+from bot.models import Letter, Post
 from bot.models._types import utcnow
 from bot.store import audit, letters, members, signatures
 from bot.timeutil import format_utc
@@ -76,6 +76,15 @@ def letter_post(database: Database, *, slug: str, platform: str, channel: str) -
         post = letters.upsert_post(session, letter_pk=letter.id, platform=platform, channel=channel)
         assert post.id is not None
         return PostView(post.id, platform, channel, post.message_id, _letter_view(session, letter))
+
+
+def letter_view(database: Database, *, slug: str) -> LetterView | None:
+    """A letter as platforms show it, read only: a button click elsewhere records no post."""
+    with database.session() as session:
+        letter = letters.get_letter(session, slug=slug)
+        if letter is None or letter.id is None:
+            return None
+        return _letter_view(session, letter)
 
 
 def record_post(
@@ -154,25 +163,18 @@ def member_label(database: Database, *, platform: str, external_id: str) -> str 
 
 
 def link_by_email(database: Database, *, platform: str, external_id: str, email: str) -> bool:
-    """Link an unknown account to the one active roster member with this e-mail address."""
-    address = email.strip().lower()
-    if not address:
-        return False
+    """Link an unknown account to the one linkable roster member with this e-mail address."""
     with database.session() as session:
         if members.get_identity(session, platform=platform, external_id=external_id) is not None:
             return False
-        matches = [
-            m
-            for m in session.exec(select(Member).where(col(Member.active))).all()
-            if m.email.strip().lower() == address
-        ]
-        if len(matches) != 1:
+        member = members.linkable_by_email(session, platform=platform, email=email)
+        if member is None:
             return False
         members.link_identity(
             session,
             platform=platform,
             external_id=external_id,
-            member=matches[0],
+            member=member,
             linked_via="email",
             linked_by="email-match",
         )
@@ -180,7 +182,7 @@ def link_by_email(database: Database, *, platform: str, external_id: str, email:
             session,
             actor=f"{platform}:{external_id}",
             action="identity.linked",
-            member_id=matches[0].member_id,
+            member_id=member.member_id,
             detail={"platform": platform, "account": external_id, "via": "email"},
         )
         return True

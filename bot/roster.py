@@ -120,7 +120,7 @@ def _validate(rows: list[RosterRow]) -> list[str]:
         v["role"] = role
         if not v["member_id"]:
             problems.append(f"line {line}: member_id is missing")
-        elif not _MEMBER_ID.match(v["member_id"]):
+        elif not _MEMBER_ID.fullmatch(v["member_id"]):
             problems.append(
                 f"line {line}: member_id {v['member_id']!r} may use letters, digits, '.', '_', '-'"
             )
@@ -141,12 +141,12 @@ def _validate(rows: list[RosterRow]) -> list[str]:
         broken = [c for c in COLUMNS if "\n" in v[c] or "\r" in v[c]]
         if broken:
             problems.append(f"line {line}: line break inside {', '.join(broken)}")
-        if v["matrix_id"] and not _MATRIX_ID.match(v["matrix_id"]):
+        if v["matrix_id"] and not _MATRIX_ID.fullmatch(v["matrix_id"]):
             problems.append(
                 f"line {line}: matrix_id {v['matrix_id']!r} is not a Matrix user id "
                 "like @name:server.org"
             )
-        if v["slack_id"] and not _SLACK_ID.match(v["slack_id"]):
+        if v["slack_id"] and not _SLACK_ID.fullmatch(v["slack_id"]):
             problems.append(
                 f"line {line}: slack_id {v['slack_id']!r} is not a Slack user id like U0123ABC"
             )

@@ -31,17 +31,21 @@ def resolve_letter(ctx: Context, args: list[str], *, max_args: int = 1) -> Lette
     if len(args) > max_args:
         raise ctx.usage()
     if args:
+        unknown = CommandError(f"There is no letter called {args[0]!r}. Try letters.")
         try:
-            return require_letter(ctx.session, args[0].lower())
+            letter = require_letter(ctx.session, args[0].lower())
         except CampaignError as exc:
-            raise CommandError(f"There is no letter called {args[0]!r}. Try letters.") from exc
+            raise unknown from exc
+        if letter.state == LetterState.draft.value and not ctx.is_coordinator:
+            raise unknown  # drafts are for coordinators: not even their title or deadline
+        return letter
     inv = ctx.invocation
     if inv.thread:
-        letter = letters.letter_for_message(
+        replied_to = letters.letter_for_message(
             ctx.session, platform=inv.platform, message_id=inv.thread
         )
-        if letter is not None:
-            return letter
+        if replied_to is not None:
+            return replied_to
     candidates = letters.open_letters_in_channel(
         ctx.session, platform=inv.platform, channel=inv.channel
     )

@@ -153,7 +153,7 @@ def preview(ctx: Context, args: list[str]) -> dict[str, Any]:
 
 def _account(platform: str, raw: str) -> str:
     if platform == "slack":
-        match = _SLACK_MENTION.match(raw)
+        match = _SLACK_MENTION.fullmatch(raw)
         if match:
             return match.group(1)
     return raw

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.core import CommandError, Context, Reply
+from bot.names import clean_platform_text
 from bot.store import audit, members, signatures
 from bot.timeutil import format_utc
 from handlers.common import require_signable, resolve_letter
@@ -26,11 +27,12 @@ def sign(ctx: Context, args: list[str]) -> dict[str, Any] | Reply:
     inv = ctx.invocation
     member = ctx.member
     if member is None:
+        display_name = clean_platform_text(inv.display_name)  # anyone chooses it: no escapes
         members.add_pending(
             ctx.session,
             platform=inv.platform,
             external_id=inv.user,
-            display_name=inv.display_name,
+            display_name=display_name,
             channel=inv.channel,
             letter_pk=letter.id,
         )
@@ -42,7 +44,7 @@ def sign(ctx: Context, args: list[str]) -> dict[str, Any] | Reply:
             detail={
                 "platform": inv.platform,
                 "account": inv.user,
-                "display_name": inv.display_name,
+                "display_name": display_name,
             },
         )
         return Reply("replies/unknown_account.j2", {"title": letter.title}, "private")

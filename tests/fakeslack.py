@@ -722,6 +722,8 @@ class FakeSlack:
         record.setdefault("team_id", self.team_id)
         record.setdefault("deleted", False)
         record.setdefault("is_bot", False)
+        # users.info documents is_email_confirmed on the user object; our accounts have confirmed
+        record.setdefault("is_email_confirmed", True)
         record.setdefault("profile", {})
         return record
 

@@ -105,7 +105,11 @@ def test_draft_cannot_be_signed_and_post_opens_it(
     dispatcher: Dispatcher, database: Database, settings: Settings
 ) -> None:
     create_example_letter(database, settings)
-    assert "not open for signing yet" in say(dispatcher, "au-abetz", "sign", "interpol-2021")
+    # a draft is for coordinators only: to a member it does not exist (no title, no deadline)
+    for command in ("sign", "status", "unsign"):
+        refused = say(dispatcher, "au-abetz", command, "interpol-2021")
+        assert refused == "There is no letter called 'interpol-2021'. Try letters."
+    assert "not open for signing yet" in say(dispatcher, "coordinator", "sign", "interpol-2021")
     posted = say(dispatcher, "coordinator", "cosign", "post", "interpol-2021")
     assert "open for signing" in posted
     assert "signed" in say(dispatcher, "au-abetz", "sign")

@@ -10,7 +10,7 @@ from sqlalchemy import Column, UniqueConstraint, event
 from sqlmodel import Field, SQLModel
 
 from bot.models._types import UTCDateTime, utcnow
-from bot.names import filing_family, filing_key, render_name
+from bot.names import email_key, filing_family, filing_key, render_name
 
 
 class Role(StrEnum):
@@ -28,6 +28,8 @@ class Member(SQLModel, table=True):
     group: str = ""
     display_name: str = ""
     email: str = ""
+    # bot.names.email_key(email), kept by the ORM events below: match_email looks it up by index
+    email_key: str = Field(default="", index=True)
     role: str = Field(default=Role.member.value, max_length=20)
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
@@ -62,6 +64,7 @@ class Member(SQLModel, table=True):
 @event.listens_for(Member, "before_update")
 def _keep_listing_fields(_mapper: Any, _connection: Any, member: Member) -> None:
     member.filing_key, member.printed_name = member.listing_fields()
+    member.email_key = email_key(member.email)
 
 
 class Identity(SQLModel, table=True):

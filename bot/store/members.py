@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select
 
 from bot.models import Identity, Member, PendingRequest, Role
 from bot.models._types import utcnow
-from bot.names import FILING_KEY_PREFIX
+from bot.names import FILING_KEY_PREFIX, clean_platform_text, email_key
 
 
 def get_member(session: Session, *, member_id: str) -> Member | None:
@@ -84,6 +84,25 @@ def is_coordinator_member(session: Session, *, platform: str, external_id: str) 
     return member is not None and member.role == Role.coordinator.value
 
 
+def linkable_by_email(session: Session, *, platform: str, email: str) -> Member | None:
+    """The one active `member` with this e-mail and no account yet on this platform, or None.
+
+    Coordinators are never linked by e-mail (that would hand an outsider their rights), nor is a
+    member already linked on the platform (that would give them a second account, or take theirs).
+    """
+    key = email_key(email)
+    if not key:
+        return None
+    query = select(Member).where(col(Member.email_key) == key, col(Member.active))
+    found = session.exec(query.limit(2)).all()
+    if len(found) != 1 or found[0].role != Role.member.value:
+        return None
+    linked = select(Identity.id).where(
+        Identity.member_pk == found[0].id, Identity.platform == platform
+    )
+    return None if session.exec(linked).first() is not None else found[0]
+
+
 def add_pending(
     session: Session,
     *,
@@ -106,7 +125,7 @@ def add_pending(
     pending = PendingRequest(
         platform=platform,
         external_id=external_id,
-        display_name=display_name,
+        display_name=clean_platform_text(display_name),
         channel=channel,
         letter_pk=letter_pk,
     )

@@ -21,7 +21,6 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import text as sql_text
 
 from bot.config import ConfigError, Settings
 from bot.platforms.base import Platform
@@ -198,8 +197,7 @@ class SlackPlatform(SlackListeners, SlackOutbound, Platform):
 
     def _ping_database(self) -> None:
         assert self._bot is not None
-        with self._bot.database.engine.connect() as conn:
-            conn.execute(sql_text("SELECT 1"))
+        self._bot.database.ping()
 
 
 def _secret(value: Any) -> str | None:

@@ -27,6 +27,7 @@ from bot import publishing
 from bot.core import Invocation, Reply, apology
 from bot.platforms.base import render_reply
 from bot.platforms.slack import blocks as kit
+from bot.platforms.slack.email_match import EmailMatcher
 from bot.store import events
 from bot.templating import escape_mrkdwn
 
@@ -57,6 +58,7 @@ class SlackListeners:
     client: AsyncWebClient | None
     _bot: Bot | None
     _http: aiohttp.ClientSession | None
+    _email_matcher: EmailMatcher | None = None
 
     async def _acks_first(self) -> None:
         """Overridden by SlackPlatform: wait while requests are being acknowledged."""
@@ -175,22 +177,9 @@ class SlackListeners:
     async def _link_by_email(self, user: str) -> None:
         if not self.config.match_email or self._bot is None or self.client is None:
             return
-        database = self._bot.database
-        known = await asyncio.to_thread(
-            publishing.member_label, database, platform=self.name, external_id=user
-        )
-        if known is not None:
-            return
-        try:
-            info = await self.client.users_info(user=user)
-        except SlackApiError as exc:
-            log.warning("slack: users.info for %s failed: %s", user, exc.response.get("error"))
-            return
-        email = ((info.get("user") or {}).get("profile") or {}).get("email") or ""
-        if await asyncio.to_thread(
-            publishing.link_by_email, database, platform=self.name, external_id=user, email=email
-        ):
-            log.info("slack: linked %s by roster e-mail", user)
+        if self._email_matcher is None:
+            self._email_matcher = EmailMatcher(self.client, self._bot.database, self.name)
+        await self._email_matcher.link(user)
 
     async def _on_sign_button(
         self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]
@@ -208,14 +197,9 @@ class SlackListeners:
         if label is None:  # unknown account: the sign handler records the pending request
             await self._run(self._button_invocation(body, "sign", slug), respond)
             return
-        post = await asyncio.to_thread(
-            publishing.letter_post,
-            self._bot.database,
-            slug=slug,
-            platform=self.name,
-            channel=_channel(body),
-        )
-        title = post.letter.title if post else slug
+        # read only: a Sign click in a channel the letter was not posted to adds no post there
+        letter = await asyncio.to_thread(publishing.letter_view, self._bot.database, slug=slug)
+        title = letter.title if letter else slug
         blocks = kit.confirm_blocks(slug, label, title)
         await respond(
             text=escape_mrkdwn(f"Sign “{title}” as {label}?"),
