@@ -1,7 +1,8 @@
-"""Small builders shared by tests: the example roster and letter in a database."""
+"""Small builders shared by tests: the example roster and letter in a database; reply kinds."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +20,32 @@ EXAMPLES = ROOT / "examples"
 ROSTER = EXAMPLES / "ipac-roster.csv"
 LETTER = EXAMPLES / "interpol-2021.md"
 EXPECTED = EXAMPLES / "interpol-2021.expected.txt"
+REPLIES = ROOT / "templates" / "replies"
+# Replies a sign command can get, told apart by their whole wording (not a word like "signed",
+# which "You already signed" and "nothing was signed" contain too).
+SIGN_REPLY_KINDS = ("signed", "already_signed", "unknown_account", "withdrawn", "apology")
+
+
+def _reply_pattern(kind: str) -> re.Pattern[str]:
+    """A one-line template as a regex: its literal text exact, every {{ … }} a wildcard."""
+    source = (REPLIES / f"{kind}.j2").read_text(encoding="utf-8").strip()
+    assert "\n" not in source and "{%" not in source, f"{kind}.j2 is not a one-line template"
+    literal = re.split(r"\{\{.*?\}\}", source)
+    return re.compile("^" + ".*?".join(re.escape(part) for part in literal) + "$", re.MULTILINE)
+
+
+_REPLY_PATTERNS = {kind: _reply_pattern(kind) for kind in SIGN_REPLY_KINDS}
+
+
+def reply_kinds(text: str) -> set[str]:
+    """Which sign-related reply templates a message shows (in any line of it)."""
+    return {kind for kind, pattern in _REPLY_PATTERNS.items() if pattern.search(text)}
+
+
+def reply_kind(text: str) -> str:
+    """The one kind of a reply: "signed" only for the confirmation of a new signature."""
+    kinds = reply_kinds(text)
+    return kinds.pop() if len(kinds) == 1 else f"other: {text[:120]!r}"
 
 
 def import_example_roster(database: Database) -> None:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import aiohttp
 from fakeslack import DEFAULT_SECRET, FakeSlack, sign_request, slash_command_body
+from slack_support import reply_text
 from sqlmodel import select
 
 from bot.db import Database
-from bot.models import OutboxMessage
+from bot.models import OutboxMessage, Signature
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,3 +115,19 @@ def undelivered(database: Database) -> int:
     with database.session() as session:
         rows = session.exec(select(OutboxMessage)).all()
         return sum(m.delivered_at is None for m in rows)
+
+
+def slack_replies(fake: FakeSlack) -> dict[str, list[str]]:
+    """Answers received per `/sign` request, keyed "<user>-<attempt>" (see SlashBurst.sign)."""
+    seen: dict[str, list[str]] = {}
+    for call in fake.calls_to("response_url"):
+        seen.setdefault(call.path.rsplit("/", 1)[-1], []).append(reply_text(call.args))
+    return seen
+
+
+def signed_ids(database: Database, platform: str) -> set[str]:
+    """Platform user ids with an active signature: what is committed right now (after a kill,
+    what the killed bot had committed)."""
+    with database.session() as session:
+        rows = session.exec(select(Signature).where(Signature.via_platform == platform)).all()
+        return {r.via_external_id for r in rows if r.withdrawn_at is None}

@@ -14,17 +14,19 @@ from pathlib import Path
 
 import aiohttp
 from fakeslack import FakeSlack
-from helpers import create_example_letter
+from helpers import create_example_letter, reply_kind
 from pg_server import _free_port
 from process_support import (
     SlashBurst,
+    signed_ids,
     slack_bot_env,
+    slack_replies,
     spawn_bot,
     stop_bot,
     undelivered,
     wait_healthy,
 )
-from slack_support import burst_roster, reply_text
+from slack_support import burst_roster
 from sqlmodel import select
 
 from bot.db import Database
@@ -34,13 +36,6 @@ from bot.roster import import_roster
 
 MEMBERS = 500
 IN_FLIGHT = 50
-
-
-def _replies(fake: FakeSlack) -> dict[str, list[str]]:
-    seen: dict[str, list[str]] = {}
-    for call in fake.calls_to("response_url"):
-        seen.setdefault(call.path.rsplit("/", 1)[-1], []).append(reply_text(call.args))
-    return seen
 
 
 async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path: Path) -> None:
@@ -70,13 +65,20 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
                 burst.killed.set()
 
             await asyncio.gather(killer(), *(burst.sign(u, "1") for u in users))
-            first = _replies(fake)
-            acknowledged = {
-                key.split("-")[0]
-                for key, texts in first.items()
-                if any("You signed" in t for t in texts)
-            }
-            assert MEMBERS // 2 <= len(acknowledged) < MEMBERS, len(acknowledged)
+            first = slack_replies(fake)
+            committed = signed_ids(database, "slack")  # what the killed bot had committed
+            # Before the kill every request was a first signature: answered at most once, and
+            # only ever with the confirmation of a new signature, after its commit (rule 3).
+            assert all(len(texts) == 1 for texts in first.values()), first
+            kinds = {key: reply_kind(texts[0]) for key, texts in first.items()}
+            assert set(kinds.values()) == {"signed"}, kinds
+            acknowledged = {key.split("-")[0] for key in first}
+            assert acknowledged <= committed, acknowledged - committed
+            # Really mid-burst: half acknowledged, yet some members had not signed at all.
+            assert MEMBERS // 2 <= len(acknowledged) <= len(committed) < MEMBERS, (
+                len(acknowledged),
+                len(committed),
+            )
 
             bot = await spawn_bot(env, tmp_path, tmp_path / "bot2.log")
             await wait_healthy(http, port)
@@ -85,7 +87,7 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
             await asyncio.gather(*(burst.sign(u, "2") for u in retry))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and len(
-                [k for k in _replies(fake) if k.endswith("-2")]
+                [k for k in slack_replies(fake) if k.endswith("-2")]
             ) < len(retry):
                 await asyncio.sleep(0.1)
             # A row the killed bot had claimed waits out its lease, then the new bot sends it.
@@ -95,9 +97,16 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
             await asyncio.sleep(4)  # let the live counter settle
             assert await stop_bot(bot) == 0
 
-        second = {k.split("-")[0]: v for k, v in _replies(fake).items() if k.endswith("-2")}
+        replies = slack_replies(fake)
+        # Nothing answered twice: the killed bot's unanswered requests stay unanswered.
+        assert {k: v for k, v in replies.items() if k.endswith("-1")} == first
+        second = {k.split("-")[0]: v for k, v in replies.items() if k.endswith("-2")}
         assert set(second) == set(retry)  # everyone who retried got an answer
-        assert all(("You signed" in t[0]) or ("already signed" in t[0]) for t in second.values())
+        assert all(len(texts) == 1 for texts in second.values()), second
+        # "You signed" exactly where this retry recorded the signature; where the killed bot had
+        # committed it (but died before answering), "You already signed".
+        expected = {u: "already_signed" if u in committed else "signed" for u in retry}
+        assert {u: reply_kind(texts[0]) for u, texts in second.items()} == expected
         with database.session() as session:
             rows = session.exec(select(Signature)).all()
             per_member = Counter(r.member_pk for r in rows)
@@ -117,6 +126,30 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
             shown = [m for m in fake.messages_in(channel) if m.get("blocks")]
             assert any(f"{MEMBERS} signatures" in str(m["blocks"]) for m in shown)
         print(
-            f"kill -9 after {len(acknowledged)} acknowledged signatures; "
+            f"kill -9 after {len(acknowledged)} acknowledged and {len(committed)} committed "
+            "signatures; "
             f"{len(retry)} retried; letter posts per channel: {dict(posts)}"
         )
+
+
+def test_reply_kinds_tell_a_new_signature_from_look_alikes() -> None:
+    """The crash tests' classifier: "signed" only for the confirmation of a new signature."""
+    from bot.core import Reply
+    from bot.platforms.base import render_reply
+
+    context = {
+        "title": "A <b>“title”</b> & more",
+        "name": "Sen. *Abetz*",
+        "group": "Australia (Senate)",
+        "deadline": "2030-01-01 00:00 UTC",
+        "slug": "interpol-2021",
+        "signed_at": "2029-12-01 10:00 UTC",
+        "via": "matrix",
+        "error_id": "e-1",
+    }
+    for fmt in ("text", "mrkdwn", "html"):
+        for kind in ("signed", "already_signed", "unknown_account", "withdrawn", "apology"):
+            text = render_reply(Reply(f"replies/{kind}.j2", context), fmt)
+            assert reply_kind(text) == kind, (fmt, kind, text)
+    for look_alike in ("You signed on 2029-12-01 10:00 UTC.", "You have not signed yet.", ""):
+        assert reply_kind(look_alike).startswith("other"), look_alike

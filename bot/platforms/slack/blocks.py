@@ -2,13 +2,14 @@
 
 Limits (DESIGN.md §6 rule 8): ≤ 50 blocks a message, ≤ 3000 characters a section text, header
 ≤ 150 plain-text characters, and an undocumented combined limit around 12k characters of blocks
-(`msg_blocks_too_long`). A letter that does not fit is posted as a summary with the full text as a
-file; nothing is cut silently. Every roster-, letter- or user-derived string is mrkdwn-escaped or
-put in plain_text.
+(`msg_blocks_too_long`): we keep the text of all blocks together ≤ MAX_BLOCK_CHARS. A letter that
+does not fit is posted as a summary with the full text as a file; nothing is cut silently. Every
+roster-, letter- or user-derived string is mrkdwn-escaped or put in plain_text.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from bot.publishing import LetterView
@@ -24,6 +25,12 @@ SIGN_ACTION = "cosign_sign"
 WITHDRAW_ACTION = "cosign_withdraw"
 CONFIRM_ACTION = "cosign_sign_confirm"
 CANCEL_ACTION = "cosign_cancel"
+# The counter grows after a letter is posted ("1 signature" → "250000 signatures"); whether a
+# letter fits is judged with a count this wide, so the choice made at posting (inline or as a file)
+# holds at every later count and edits never break the limit.
+COUNT_RESERVE = 999_999_999
+FILE_NOTE = "_The full text of the letter is in the attached file._"
+SUMMARY_CHARS = 2500
 
 Block = dict[str, Any]
 
@@ -76,20 +83,68 @@ def counter_line(letter: LetterView) -> str:
     return f"Open for signing until {letter.deadline_text} · {count} so far"
 
 
+def block_chars(node: Any) -> int:
+    """Characters of every text object in blocks: what Slack's combined limit is measured on."""
+    if isinstance(node, list):
+        return sum(block_chars(item) for item in node)
+    if not isinstance(node, dict):
+        return 0
+    own = node.get("text") if node.get("type") in {"plain_text", "mrkdwn"} else None
+    return (len(own) if isinstance(own, str) else 0) + sum(
+        block_chars(value) for value in node.values() if isinstance(value, dict | list)
+    )
+
+
+def within_limits(blocks: list[Block]) -> bool:
+    return len(blocks) <= MAX_BLOCKS and block_chars(blocks) <= MAX_BLOCK_CHARS
+
+
 def letter_fits(letter: LetterView) -> bool:
-    body = chunk(escape_mrkdwn(letter.text))
-    return len(body) + 4 <= MAX_BLOCKS and sum(len(c) for c in body) <= MAX_BLOCK_CHARS
+    """Whether the whole letter fits one post, open or closed, at any count up to COUNT_RESERVE.
+
+    Measured on the blocks letter_blocks really emits, so nothing it adds is left uncounted; the
+    answer depends only on the title and text, so a post never switches layout when edited.
+    """
+    return all(
+        within_limits(
+            letter_blocks(
+                replace(letter, state=state, count=COUNT_RESERVE, closed_at=None), with_file=False
+            )
+        )
+        for state in ("open", "closed")
+    )
+
+
+def _title_blocks(letter: LetterView, *, limit: int | None) -> list[Block]:
+    """A title too long for the header, shown whole in sections (or up to limit beside a file)."""
+    if len(letter.title) <= MAX_HEADER:
+        return []
+    escaped = escape_mrkdwn(letter.title)
+    if limit is None:
+        return [section(f"*{c}*") for c in chunk(escaped, MAX_SECTION - 2)]
+    if len(escaped) > limit - 2:
+        cut, used = 0, 0
+        for char in letter.title:  # cut the raw title so no escape is split
+            used += len(escape_mrkdwn(char))
+            if used > limit - 3:
+                break
+            cut += 1
+        escaped = escape_mrkdwn(letter.title[:cut]) + "…"
+    return [section(f"*{escaped}*")]
 
 
 def letter_blocks(letter: LetterView, *, with_file: bool) -> list[Block]:
-    """The letter post: header, text (or a summary beside the file), counter, buttons."""
+    """The letter post: header, text (or a summary beside the file), counter, buttons.
+
+    Beside a file every part is bounded (title ≤ one section, summary ≤ SUMMARY_CHARS), so that
+    layout is always within the limits; the full title and text are in the file.
+    """
     blocks: list[Block] = [{"type": "header", "text": plain(letter.title, MAX_HEADER)}]
-    if len(letter.title) > MAX_HEADER:
-        blocks.append(section(f"*{escape_mrkdwn(letter.title)}*"))
+    blocks.extend(_title_blocks(letter, limit=MAX_SECTION if with_file else None))
     if with_file:
-        summary = chunk(escape_mrkdwn(letter.body), 2500)[0]
-        blocks.append(section(summary + "\n\n…"))
-        blocks.append(section("_The full text of the letter is in the attached file._"))
+        summary = chunk(escape_mrkdwn(letter.body), SUMMARY_CHARS)[:1] or [" "]
+        blocks.append(section(summary[0] + "\n\n…"))
+        blocks.append(section(FILE_NOTE))
     else:
         blocks.extend(section(c) for c in chunk(escape_mrkdwn(letter.text)))
     blocks.append(
