@@ -23,6 +23,7 @@ from bot.config import Settings
 from bot.db import Database
 from bot.models import Member
 from bot.models._types import utcnow
+from bot.store import events
 from bot.store.members import is_coordinator_member, member_for_account
 from bot.store.outbox import QUEUED_MESSAGES
 
@@ -42,6 +43,9 @@ class Invocation:
     thread: str | None = None  # the message id this command replies to / is threaded under
     event_id: str = ""
     display_name: str = ""
+    # Set: the command is journaled under event_id (run once, its replies kept until answered);
+    # what the platform needs to answer it after a restart (DESIGN.md rule 12).
+    reply_to: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -175,19 +179,36 @@ class Dispatcher:
         command = self.registry.commands.get(invocation.command)
         if command is None:
             return [error_reply(f"Unknown command {invocation.command!r}. Try help.")]
+        journaled = invocation.reply_to is not None and bool(invocation.event_id)
         try:
             with self.database.session() as session:
+                if journaled:
+                    done = events.claim(
+                        session, platform=invocation.platform, event_id=invocation.event_id
+                    )
+                    if done is not None:  # a retry or a replay: it ran, and is answered once
+                        return []
                 context = Context(self.settings, session, invocation, now or utcnow(), command)
                 if command.coordinator_only:
                     context.require_coordinator()
                 result = command.handler(context, list(invocation.args))
                 queued = bool(session.info.get(QUEUED_MESSAGES))
-            reply = (
-                result
-                if isinstance(result, Reply)
-                else Reply(command.template, result, command.visibility)
-            )
-            return [replace(reply, wakes_outbox=True) if queued else reply]
+                reply = (
+                    result
+                    if isinstance(result, Reply)
+                    else Reply(command.template, result, command.visibility)
+                )
+                if queued:
+                    reply = replace(reply, wakes_outbox=True)
+                if journaled:
+                    events.record(
+                        session,
+                        platform=invocation.platform,
+                        event_id=invocation.event_id,
+                        replies=[reply],
+                        reply_to=invocation.reply_to,
+                    )
+            return [reply]
         except CommandError as exc:
             return [error_reply(str(exc))]
         except (OperationalError, DBAPIError) as exc:
