@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from bot.config import Settings
-from bot.models import Compilation, Letter, LetterState, Member, Signature
+from bot.models import Compilation, Identity, Letter, LetterState, Member, Role, Signature
 from bot.names import ListedSignatory, group_key, in_letter_order
 from bot.store import audit, letters, members, outbox, signatures
 from bot.timeutil import format_utc, iso_utc, time_left
@@ -171,6 +171,54 @@ def close_and_announce(
             letter_pk=letter.id,
         )
     return compilation
+
+
+def coordinator_accounts(session: Session, *, settings: Settings, platform: str) -> list[str]:
+    """Coordinators' accounts on a platform: `[coordinators].<platform>` and linked roster ones."""
+    accounts = list(getattr(settings.coordinators, platform, []))
+    linked = session.exec(
+        select(Identity.external_id)
+        .join(Member, col(Identity.member_pk) == col(Member.id))
+        .where(
+            Identity.platform == platform,
+            Member.role == Role.coordinator.value,
+            col(Member.active),
+        )
+        .order_by(col(Identity.external_id))
+    ).all()
+    return list(dict.fromkeys([*accounts, *linked]))
+
+
+def notify_undelivered(
+    session: Session,
+    *,
+    settings: Settings,
+    platform: str,
+    about: str,
+    channel: str,
+    what: str,
+    title: str,
+    slug: str,
+    error: str,
+    letter_pk: int | None,
+) -> int:
+    """Tell the platform's coordinators by direct message, once per failed outbox row (`about`),
+    that the bot could not post in a channel it is not a member of: `cosign letter post` only
+    enqueues, so the coordinator who ran it learns nothing otherwise."""
+    context = {"what": what, "title": title, "slug": slug, "channel": channel, "error": error}
+    queued = 0
+    for account in coordinator_accounts(session, settings=settings, platform=platform):
+        message = outbox.enqueue(
+            session,
+            key=f"undelivered:{about}:{account}",
+            platform=platform,
+            channel=account,
+            kind="message",
+            payload={"template": "replies/undelivered.j2", "context": context},
+            letter_pk=letter_pk,
+        )
+        queued += message is not None
+    return queued
 
 
 def enqueue_reminder(session: Session, *, letter: Letter, label: str, now: datetime) -> int:

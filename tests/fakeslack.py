@@ -24,6 +24,11 @@ Everything listens on 127.0.0.1 on one free port:
   drives it; ``apps.connections.open`` (needs an ``xapp-`` token) returns its URL. Close the
   bolt handler before the fake, or the client keeps reconnecting to a dead port.
 
+Membership and scopes, as Slack enforces them: ``fake.add_channel(id, private=..., member=...)``
+declares a channel, ``fake.invite_bot(id)`` is a user's ``/invite @cosign`` (the only way into a
+private channel) and ``conversations.join`` joins public ones. ``fake.install(manifest)`` grants
+exactly the manifest's bot scopes and App Home settings (without it every scope is granted).
+
 Injected trouble: ``fake.rate_limit(method, times, retry_after)`` and
 ``fake.fail(method, error, times)``. Payload builders and ``sign_request`` at the bottom of the
 module produce what Slack POSTs to the bot, from templates in ``tests/data/slack/``.
@@ -92,6 +97,25 @@ MAX_VIEW_TITLE = 24
 MAX_PRIVATE_METADATA = 3000
 
 Handler = Callable[[dict[str, Any], "Call"], dict[str, Any]]
+
+#: The bot scopes each method needs (any one of them), from each method's "Scopes" on
+#: docs.slack.dev/reference/methods/<method>. Enforced once a manifest is installed.
+METHOD_SCOPES: dict[str, tuple[str, ...]] = {
+    "chat.postMessage": ("chat:write",),
+    "chat.update": ("chat:write",),
+    "chat.postEphemeral": ("chat:write",),
+    "chat.delete": ("chat:write",),
+    "conversations.join": ("channels:join",),
+    "conversations.open": ("im:write", "mpim:write"),
+    "conversations.info": ("channels:read", "groups:read", "im:read", "mpim:read"),
+    "files.getUploadURLExternal": ("files:write",),
+    "files.completeUploadExternal": ("files:write",),
+    "users.info": ("users:read",),
+    "users.lookupByEmail": ("users:read.email",),
+}
+#: files.completeUploadExternal's channel_id takes conversation ids only; a user id is refused
+#: with "input must match regex pattern: ^[CGDZ][A-Z0-9]{8,}$" (slackapi/bolt-js#2115).
+CONVERSATION_ID_PREFIXES = "CGDZ"
 
 
 @dataclass
@@ -168,13 +192,14 @@ class UploadedFile:
 class SlackError(Exception):
     """Raised inside handlers to answer ``{"ok": false, "error": ...}`` like Slack does."""
 
-    def __init__(self, error: str, *, messages: list[str] | None = None) -> None:
+    def __init__(self, error: str, *, messages: list[str] | None = None, **extra: Any) -> None:
         super().__init__(error)
         self.error = error
         self.messages = messages or []
+        self.extra = extra
 
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"ok": False, "error": self.error}
+        body: dict[str, Any] = {"ok": False, "error": self.error, **self.extra}
         if self.messages:
             body["errors"] = list(self.messages)
             body["response_metadata"] = {"messages": [f"[ERROR] {m}" for m in self.messages]}
@@ -373,6 +398,10 @@ class FakeSlack:
         self.files: dict[str, UploadedFile] = {}
         self.views: dict[str, dict[str, Any]] = {}
         self.socket_mode = FakeSocketMode(self)
+        #: The bot scopes granted at install; None grants every scope (no manifest installed).
+        self.scopes: set[str] | None = None
+        #: ``features.app_home`` of the installed manifest; None when no manifest is installed.
+        self.app_home: dict[str, Any] | None = None
 
         self._handlers: dict[str, Handler] = {
             "api.test": lambda args, call: {"ok": True, "args": args},
@@ -387,6 +416,7 @@ class FakeSlack:
             "users.lookupByEmail": self._users_lookup_by_email,
             "conversations.info": self._conversations_info,
             "conversations.open": self._conversations_open,
+            "conversations.join": self._conversations_join,
             "views.open": self._views_open,
             "views.push": self._views_open,
             "views.update": self._views_update,
@@ -457,6 +487,40 @@ class FakeSlack:
     def fail(self, method: str, error: str = "channel_not_found", times: int = 1) -> None:
         """Answer the next ``times`` calls of ``method`` with ``{"ok": false, "error": error}``."""
         self._failures.setdefault(method, deque()).extend([error] * times)
+
+    def install(self, manifest: dict[str, Any]) -> None:
+        """Install the app from its manifest: only its bot scopes and App Home settings hold."""
+        self.scopes = set(manifest.get("oauth_config", {}).get("scopes", {}).get("bot", []))
+        self.app_home = dict(manifest.get("features", {}).get("app_home") or {})
+
+    def add_channel(
+        self, channel_id: str, name: str = "", *, private: bool = False, member: bool = False
+    ) -> None:
+        """Declare a channel: public or private, with the bot in it or not."""
+        self.channels[channel_id] = {
+            "id": channel_id,
+            "name": name or channel_id.lower(),
+            "is_private": private,
+            "is_member": member,
+        }
+
+    def invite_bot(self, channel_id: str) -> None:
+        """A user's ``/invite @cosign``: the only way a bot gets into a private channel."""
+        if channel_id not in self.channels:
+            self.add_channel(channel_id, private=True)
+        self.channels[channel_id]["is_member"] = True
+
+    def dms_readable_by(self, user_id: str) -> list[dict[str, Any]]:
+        """The bot's DMs the user can read in its App Home Messages tab.
+
+        Since February 2021 the Messages tab is opt-in per app (slackapi/python-slack-sdk#1015):
+        an app installed without ``features.app_home.messages_tab_enabled`` has no Messages tab,
+        and chat.postMessage still answers ``ok`` (getsentry/eng-pipes#329: "Without messages
+        tab, the app can't message users"). Here, such DMs are stored but nobody reads them.
+        """
+        if self.app_home is not None and not self.app_home.get("messages_tab_enabled"):
+            return []
+        return self.messages_in(f"D{user_id}")
 
     def add_method(self, method: str, handler: Handler) -> None:
         """Teach the fake another Web API method: ``handler(args, call) -> response dict``."""
@@ -588,6 +652,7 @@ class FakeSlack:
         failures = self._failures.get(method)
         if failures:
             raise SlackError(failures.popleft())
+        self._check_scope(method)
         for key in ("blocks", "attachments", "view", "metadata"):
             _parse_json_field(call.args, key)
         return handler(call.args, call)
@@ -613,8 +678,32 @@ class FakeSlack:
         if _truthy(args.get("link_names")):
             call.warnings.append("link_names")
 
-    def _resolve_channel(self, channel: Any) -> str:
-        """Channel ids pass through; a user id posts to the DM with that user, like Slack."""
+    def _has_scope(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
+
+    def _check_scope(self, method: str) -> None:
+        """``missing_scope`` (with ``needed``/``provided``) when the install lacks the scope."""
+        needed = METHOD_SCOPES.get(method)
+        if self.scopes is None or not needed or any(s in self.scopes for s in needed):
+            return
+        raise SlackError(
+            "missing_scope", needed=",".join(needed), provided=",".join(sorted(self.scopes))
+        )
+
+    def _resolve_channel(self, channel: Any, *, method: str = "") -> str:
+        """Where a message or file goes, if the bot may post there.
+
+        A user id posts to the DM with that user. Slack's membership rules:
+        - a private channel the bot is not in is invisible to it: ``channel_not_found``
+          (slackapi/bolt-js#365: "a bot user needs to be a member of the private channel");
+        - a public channel the bot is not in takes chat.postMessage only, and only with
+          ``chat:write.public`` ("Send messages to channels your Slack app isn't a member of",
+          docs.slack.dev/reference/scopes/chat.write.public); everything else, file uploads
+          included, answers ``not_in_channel`` (chat.postMessage's documented error "Cannot post
+          user messages to a channel they are not in"; files.completeUploadExternal answers the
+          same, getnao/nao#1372, though its error list on docs.slack.dev names only
+          ``invalid_channel`` / ``posting_to_channel_denied``).
+        """
         if not isinstance(channel, str) or not channel:
             raise SlackError("channel_not_found")
         if channel[0] in "UW":
@@ -623,8 +712,14 @@ class FakeSlack:
         if info is None:
             if self.strict_channels and not channel.startswith("D"):
                 raise SlackError("channel_not_found")
-        elif info.get("is_member") is False:
-            raise SlackError("not_in_channel")
+            return channel
+        if info.get("is_archived"):
+            raise SlackError("is_archived")
+        if info.get("is_member") is False:
+            if info.get("is_private"):
+                raise SlackError("channel_not_found")
+            if not (method == "chat.postMessage" and self._has_scope("chat:write.public")):
+                raise SlackError("not_in_channel")
         return channel
 
     def _bot_message(self, args: dict[str, Any], channel: str, ts: str) -> dict[str, Any]:
@@ -661,7 +756,7 @@ class FakeSlack:
         return {"ok": True, "url": self.socket_mode.url()}
 
     def _chat_post_message(self, args: dict[str, Any], call: Call) -> dict[str, Any]:
-        channel = self._resolve_channel(args.get("channel"))
+        channel = self._resolve_channel(args.get("channel"), method="chat.postMessage")
         self._check_message(args, call, require_content=True)
         ts = self._next_ts()
         message = self._bot_message(args, channel, ts)
@@ -691,7 +786,7 @@ class FakeSlack:
         }
 
     def _chat_post_ephemeral(self, args: dict[str, Any], call: Call) -> dict[str, Any]:
-        channel = self._resolve_channel(args.get("channel"))
+        channel = self._resolve_channel(args.get("channel"), method="chat.postEphemeral")
         user = args.get("user")
         if not isinstance(user, str) or not user:
             raise SlackError("user_not_found")
@@ -763,6 +858,42 @@ class FakeSlack:
         if first not in self.users:
             raise SlackError("user_not_found")
         return {"ok": True, "channel": {"id": f"D{first}"}}
+
+    def _conversations_join(self, args: dict[str, Any], call: Call) -> dict[str, Any]:
+        """conversations.join (docs.slack.dev/reference/methods/conversations.join).
+
+        Joins public channels only. A private channel the bot is not in is invisible to it
+        (``channel_not_found``); a private channel it is in, or a DM, is "a type of conversation
+        [that] cannot be used with this method" (``method_not_supported_for_channel_type``). An
+        already joined channel answers ``ok`` with the warning ``already_in_channel``.
+        """
+        channel_id = args.get("channel")
+        if not isinstance(channel_id, str) or not channel_id:
+            raise SlackError("channel_not_found")
+        if channel_id[0] in "DUW":
+            raise SlackError("method_not_supported_for_channel_type")
+        info = self.channels.get(channel_id)
+        if info is None:
+            if self.strict_channels:
+                raise SlackError("channel_not_found")
+            self.add_channel(channel_id)
+            info = self.channels[channel_id]
+        if info.get("is_private"):
+            if info.get("is_member") is False:
+                raise SlackError("channel_not_found")
+            raise SlackError("method_not_supported_for_channel_type")
+        if info.get("is_archived"):
+            raise SlackError("is_archived")
+        already = info.get("is_member") is not False
+        info["is_member"] = True
+        response: dict[str, Any] = {
+            "ok": True,
+            "channel": self._conversations_info({"channel": channel_id}, call)["channel"],
+        }
+        if already:
+            response["warning"] = "already_in_channel"
+            response["response_metadata"] = {"warnings": ["already_in_channel"]}
+        return response
 
     def _check_view(self, view: Any) -> dict[str, Any]:
         """Modal limits that Slack reports as ``invalid_arguments``."""
@@ -859,7 +990,16 @@ class FakeSlack:
             raise SlackError("invalid_arguments", messages=["missing required field: files"])
         channels: list[str] = []
         if args.get("channel_id"):
-            channels.append(str(args["channel_id"]))
+            channel_id = str(args["channel_id"])
+            if channel_id[0] not in CONVERSATION_ID_PREFIXES:
+                raise SlackError(
+                    "invalid_arguments",
+                    messages=[
+                        "input must match regex pattern: ^[CGDZ][A-Z0-9]{8,}$ "
+                        "[json-pointer:/channel_id]"
+                    ],
+                )
+            channels.append(channel_id)
         if args.get("channels"):
             channels += [c.strip() for c in str(args["channels"]).split(",") if c.strip()]
         initial_comment = args.get("initial_comment")
@@ -871,7 +1011,9 @@ class FakeSlack:
             )
         if thread_ts and len(channels) > 1:
             raise SlackError("invalid_arguments", messages=["thread_ts needs exactly one channel"])
-        channels = [self._resolve_channel(c) for c in channels]
+        channels = [
+            self._resolve_channel(c, method="files.completeUploadExternal") for c in channels
+        ]
         uploads: list[UploadedFile] = []
         for item in items:
             file_id = item.get("id") if isinstance(item, dict) else None

@@ -14,6 +14,7 @@ from fakeslack import DEFAULT_SECRET, FakeSlack, sign_request
 
 from bot.db import Database
 from bot.platforms.slack import SlackPlatform
+from bot.platforms.slack.manifest import manifest
 from bot.roster import import_roster
 from bot.runtime import Bot
 
@@ -68,6 +69,9 @@ class SlackHarness:
             slack=options,
             coordinators={"slack": ["UADMIN"], "announce": ["slack:CANNOUNCE"]},
         )
+        # The app as a workspace admin installs it: exactly the scopes and App Home settings the
+        # printed manifest declares, so a scope the code needs and the manifest lacks fails here.
+        self.fake.install(manifest(self.settings.slack))
         self.database = Database(self.settings.database.url)
         with self.database.session() as session:
             import_roster(session, data=self.roster, actor="test")

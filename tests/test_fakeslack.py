@@ -488,3 +488,65 @@ async def test_bolt_quirk_word_payload_in_form_body(fake: FakeSlack) -> None:
         response = await app.async_dispatch(AsyncBoltRequest(body=body.decode(), headers=headers))
         statuses.append(response.status)
     assert statuses == [200, 404]
+
+
+async def _slack_error(call: Any) -> str:
+    with pytest.raises(SlackApiError) as err:
+        await call
+    return str(err.value.response["error"])
+
+
+@pytest.mark.asyncio
+async def test_membership_rules_for_posts_uploads_and_joins(fake: FakeSlack) -> None:
+    """chat:write.public covers chat.postMessage to public channels only; uploads need
+    membership; conversations.join joins public channels; private ones need an invitation."""
+    client = client_for(fake)
+    fake.add_channel("CPUB", "members")
+    fake.add_channel("CPRIV", "secretariat", private=True)
+    assert (await client.chat_postMessage(channel="CPUB", text="hi"))["ok"]
+    upload = client.files_upload_v2(channel="CPUB", content="x", filename="x.txt")
+    assert await _slack_error(upload) == "not_in_channel"
+    assert await _slack_error(client.chat_postMessage(channel="CPRIV", text="hi")) == (
+        "channel_not_found"
+    )
+    assert await _slack_error(client.conversations_join(channel="CPRIV")) == "channel_not_found"
+
+    joined = await client.conversations_join(channel="CPUB")
+    assert joined["ok"] and joined["channel"]["is_member"] is True and "warning" not in joined
+    assert (await client.conversations_join(channel="CPUB"))["warning"] == "already_in_channel"
+    await client.files_upload_v2(channel="CPUB", content="x", filename="x.txt")
+    assert [u.channel for u in fake.files.values() if u.completed] == ["CPUB"]
+
+    fake.invite_bot("CPRIV")
+    assert (await client.chat_postMessage(channel="CPRIV", text="hi"))["ok"]
+    await client.files_upload_v2(channel="CPRIV", content="y", filename="y.txt")
+    assert await _slack_error(client.conversations_join(channel="CPRIV")) == (
+        "method_not_supported_for_channel_type"
+    )
+    # completeUploadExternal's channel_id takes conversation ids, not user ids
+    dm = client.files_upload_v2(channel="U1", content="z", filename="z.txt")
+    assert await _slack_error(dm) == "invalid_arguments"
+
+
+@pytest.mark.asyncio
+async def test_installed_manifest_decides_scopes_and_dm_visibility(fake: FakeSlack) -> None:
+    client = client_for(fake)
+    fake.add_channel("CPUB", "members")
+    fake.add_user("U1", "alice")
+    await client.chat_postMessage(channel="U1", text="before install")
+    assert len(fake.dms_readable_by("U1")) == 1  # no manifest: everything allowed
+    fake.install({"oauth_config": {"scopes": {"bot": ["chat:write"]}}, "features": {}})
+    assert await _slack_error(client.conversations_join(channel="CPUB")) == "missing_scope"
+    assert await _slack_error(client.chat_postMessage(channel="CPUB", text="x")) == (
+        "not_in_channel"  # without chat:write.public
+    )
+    await client.chat_postMessage(channel="U1", text="no messages tab")
+    assert fake.dms_readable_by("U1") == []  # accepted by Slack, read by nobody
+    fake.install(
+        {
+            "oauth_config": {"scopes": {"bot": ["chat:write", "chat:write.public"]}},
+            "features": {"app_home": {"messages_tab_enabled": True}},
+        }
+    )
+    assert (await client.chat_postMessage(channel="CPUB", text="x"))["ok"]
+    assert [m["text"] for m in fake.dms_readable_by("U1")] == ["before install", "no messages tab"]

@@ -90,3 +90,16 @@ def test_manifest_declares_commands_scopes_and_mode(tmp_path: Path) -> None:
     assert data["settings"]["socket_mode_enabled"] is False
     assert data["settings"]["interactivity"]["request_url"] == url
     assert all(c["url"] == url for c in data["features"]["slash_commands"])
+
+
+def test_manifest_lets_users_read_and_answer_the_bots_direct_messages(tmp_path: Path) -> None:
+    """The Messages tab is opt-in: without it the bot's DMs (long replies, notices that a letter
+    could not be posted) are accepted by Slack and read by nobody; not read-only, so `/sign` can
+    be typed in that DM. And the bot may join the public channels it uploads files to."""
+    settings = make_settings("sqlite:///x.db", tmp_path, slack={"mode": "socket"}).slack
+    data = yaml.safe_load(to_yaml(manifest(settings)))
+    app_home = data["features"]["app_home"]
+    assert app_home["messages_tab_enabled"] is True
+    assert app_home["messages_tab_read_only_enabled"] is False
+    scopes = set(data["oauth_config"]["scopes"]["bot"])
+    assert {"channels:join", "im:write", "chat:write.public"} <= scopes

@@ -28,6 +28,7 @@ from bot.core import Invocation, Reply, apology
 from bot.platforms.base import render_reply
 from bot.platforms.slack import blocks as kit
 from bot.platforms.slack.email_match import EmailMatcher
+from bot.platforms.slack.outbound import join_channel
 from bot.store import events
 from bot.templating import escape_mrkdwn
 
@@ -135,6 +136,28 @@ class SlackListeners:
             replies = [apology(invocation, exc)]
         for reply in replies:
             await self._respond(reply, invocation, respond, replace=replace)
+        if _is_post(invocation, replies):
+            await self._membership_note(invocation, respond)
+
+    async def _membership_note(self, invocation: Invocation, respond: Respond) -> None:
+        """`/cosign post` where the bot cannot post: say so now, not just in the log.
+
+        The post is queued either way. Joining now makes a public channel ready for the post and
+        its files; `channel_not_found` means a private channel (or a conversation between others)
+        the bot was not invited to: Slack hides those from it, and only an invitation helps.
+        """
+        assert self.client is not None
+        if await join_channel(self.client, invocation.channel) != "channel_not_found":
+            return
+        await respond(
+            text=(
+                "I am not a member of this conversation, so I cannot post the letter here yet. "
+                "In a private channel, invite me with `/invite @cosign`: the post follows within "
+                "minutes (I keep trying, and coordinators get a direct message until it is "
+                "posted)."
+            ),
+            response_type="ephemeral",
+        )
 
     async def _respond(
         self, reply: Reply, invocation: Invocation, respond: Respond, *, replace: bool = False
@@ -290,6 +313,17 @@ class SlackListeners:
 
 
 # --- request helpers ---------------------------------------------------------------------------
+
+
+def _is_post(invocation: Invocation, replies: list[Reply]) -> bool:
+    """A coordinator's `/cosign post SLUG` that was accepted (the letter is queued here)."""
+    args = invocation.args
+    return (
+        invocation.command == "cosign"
+        and bool(args)
+        and args[0].lower() == "post"
+        and any(reply.template == "replies/posted.j2" for reply in replies)
+    )
 
 
 def _action_value(body: dict[str, Any]) -> str:

@@ -31,12 +31,30 @@ _DESCRIPTIONS = {
 COMMANDS = [(f"/{name}", *_DESCRIPTIONS[name]) for name in SLACK_SLASH_COMMANDS]
 
 
+# The App Home's Messages tab is where a user reads the bot's direct messages (long replies as a
+# file; notices to coordinators). Since February 2021 it is opt-in per app: without
+# `messages_tab_enabled` chat.postMessage to a user still answers ok, but the user has no tab to
+# read it in (slackapi/python-slack-sdk#1015; getsentry/eng-pipes#329). Not read-only, so members
+# can type `/sign` there too ("Allow users to send Slash commands and messages from the messages
+# tab"; manifest reference: `messages_tab_read_only_enabled`, "whether or not the users can send
+# messages to your app"). The bot does not read plain DMs (no `message.im`), only commands.
+APP_HOME = {
+    "home_tab_enabled": False,
+    "messages_tab_enabled": True,
+    "messages_tab_read_only_enabled": False,
+}
+
+
 def manifest(settings: SlackSettings, url: str | None = None) -> dict[str, Any]:
     socket = settings.mode == "socket" and not url
     scopes = [
         "commands",
         "chat:write",
+        # chat.postMessage to public channels the bot is not in: letter posts, reminders
         "chat:write.public",
+        # conversations.join: file uploads need membership, which chat:write.public does not give
+        # (private channels cannot be joined: coordinators invite the bot)
+        "channels:join",
         "files:write",
         "users:read",
         "app_mentions:read",
@@ -67,6 +85,7 @@ def manifest(settings: SlackSettings, url: str | None = None) -> dict[str, Any]:
             "description": "Co-signatures of open letters: sign, withdraw, status.",
         },
         "features": {
+            "app_home": dict(APP_HOME),
             "bot_user": {"display_name": "cosign", "always_online": True},
             "slash_commands": commands,
         },

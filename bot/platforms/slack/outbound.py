@@ -2,27 +2,56 @@
 
 The live counter edits letter posts with chat.update. Slack failures stay here, as Delivery values
 (permanent or to be retried, with Retry-After honoured).
+
+Membership: `chat:write.public` lets chat.postMessage reach public channels the bot is not in, and
+nothing else: a file upload there answers `not_in_channel`, and a private channel the bot was not
+invited to is invisible (`channel_not_found`). So the bot joins public channels first
+(conversations.join, `channels:join`), posts the message, and queues its files as an outbox row of
+their own: a failed upload never takes the post with it, and is retried by itself. Where the bot
+is not a member and cannot join (a private channel), the coordinators get a direct message asking
+them to invite it, and the post is retried for about a day, and for as long as the letter is open.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import publishing
-from bot.models import OutboxMessage
+from bot import campaign, publishing
+from bot.models import LetterState, OutboxMessage
 from bot.platforms.base import Delivery, render_message
 from bot.platforms.slack import blocks as kit
 from bot.publishing import PostView
+from bot.store import outbox
 from bot.templating import escape_mrkdwn
 from bot.timeutil import format_utc
 
 if TYPE_CHECKING:
     from bot.runtime import Bot
+
+log = logging.getLogger(__name__)
+
+#: Outbox kinds for the files that follow a post (queued by the post, delivered on their own).
+LETTER_FILE = "slack_letter_file"
+COMPILED_FILES = "slack_compiled_files"
+
+#: "The bot is not in that channel": chat.postMessage's `not_in_channel` (public, without
+#: chat:write.public) and `channel_not_found` (a private channel it was not invited to, or no such
+#: channel: Slack does not tell them apart); files.completeUploadExternal's documented
+#: `invalid_channel`, `posting_to_channel_denied` and `no_permission`. Inviting the bot mends them.
+MEMBERSHIP_ERRORS = frozenset(
+    {"not_in_channel", "channel_not_found", "invalid_channel", "posting_to_channel_denied",
+     "no_permission"}
+)  # fmt: skip
+#: Such a failure is retried after min(attempt × 60 s, 15 min), for this many attempts (~a day).
+MEMBERSHIP_RETRY_STEP = 60.0
+MEMBERSHIP_RETRY_MAX = 900.0
+MEMBERSHIP_ATTEMPTS = 96
 
 PERMANENT_ERRORS = {
     "channel_not_found",
@@ -67,6 +96,10 @@ class SlackOutbound:
                 return Delivery.sent(ts=response.get("ts"))
             if message.kind == "compiled":
                 return await self._post_compiled(message)
+            if message.kind == LETTER_FILE:
+                return await self._upload_letter_file(message)
+            if message.kind == COMPILED_FILES:
+                return await self._upload_compiled_files(message)
             return Delivery.failed(f"unknown outbox kind {message.kind!r}", permanent=True)
         except SlackApiError as exc:
             return _failure(exc)
@@ -74,6 +107,7 @@ class SlackOutbound:
             return Delivery.failed(f"{exc.__class__.__name__}: {exc}")
 
     async def _post_letter(self, message: OutboxMessage) -> Delivery:
+        """Join, post, record the post; a letter too long for one message queues its file."""
         assert self._bot is not None and self.client is not None
         database = self._bot.database
         post = await asyncio.to_thread(
@@ -87,20 +121,19 @@ class SlackOutbound:
             return Delivery.failed("letter no longer exists", permanent=True)
         letter = post.letter
         with_file = not kit.letter_fits(letter)
-        if with_file:
-            await self.client.files_upload_v2(
+        await join_channel(self.client, message.channel)
+        try:
+            response = await self.client.chat_postMessage(
                 channel=message.channel,
-                content=letter.text + "\n",
-                filename=f"{letter.slug}.txt",
-                title=letter.title,
+                text=kit.letter_fallback(letter),
+                blocks=kit.letter_blocks(letter, with_file=with_file),
+                unfurl_links=False,
+                unfurl_media=False,
             )
-        response = await self.client.chat_postMessage(
-            channel=message.channel,
-            text=kit.letter_fallback(letter),
-            blocks=kit.letter_blocks(letter, with_file=with_file),
-            unfurl_links=False,
-            unfurl_media=False,
-        )
+        except SlackApiError as exc:
+            return await self._undelivered(
+                message, exc, what="the letter", title=letter.title, open_=letter.state
+            )
         channel = response.get("channel") or message.channel
         ts = str(response.get("ts"))
         await asyncio.to_thread(
@@ -111,9 +144,39 @@ class SlackOutbound:
             count=letter.count,
             state=letter.state,
         )
+        if with_file:
+            await self._queue_after(message, LETTER_FILE)
         return Delivery.sent(channel=channel, ts=ts)
 
+    async def _upload_letter_file(self, message: OutboxMessage) -> Delivery:
+        """The full text of a letter too long for its post, uploaded below it."""
+        assert self._bot is not None and self.client is not None
+        post = await asyncio.to_thread(
+            publishing.letter_post,
+            self._bot.database,
+            slug=message.payload["slug"],
+            platform=self.name,
+            channel=message.channel,
+        )
+        if post is None:
+            return Delivery.failed("letter no longer exists", permanent=True)
+        letter = post.letter
+        await join_channel(self.client, message.channel)
+        try:
+            response = await self.client.files_upload_v2(
+                channel=message.channel,
+                content=letter.text + "\n",
+                filename=f"{letter.slug}.txt",
+                title=letter.title,
+            )
+        except SlackApiError as exc:
+            return await self._undelivered(
+                message, exc, what="the full text of", title=letter.title, open_=letter.state
+            )
+        return Delivery.sent(files=_file_ids(response))
+
     async def _post_compiled(self, message: OutboxMessage) -> Delivery:
+        """The closing summary to an announce channel; the compiled files follow on their own."""
         assert self._bot is not None and self.client is not None
         result = await asyncio.to_thread(
             publishing.compiled, self._bot.database, slug=message.payload["slug"]
@@ -123,26 +186,123 @@ class SlackOutbound:
         summary = escape_mrkdwn(
             f"📬 “{result.title}” closed at {format_utc(result.compiled_at)} with "
             f"{result.count} signature{'' if result.count == 1 else 's'}. "
-            "The compiled letter is attached (text and printable HTML)."
+            "The compiled letter follows as files (text and printable HTML)."
         )
-        response = await self.client.files_upload_v2(
-            channel=message.channel,
-            initial_comment=summary,
-            file_uploads=[
-                {
-                    "content": result.outputs["txt"],
-                    "filename": f"{result.slug}.txt",
-                    "title": f"{result.title} (text)",
-                },
-                {
-                    "content": result.outputs["html"],
-                    "filename": f"{result.slug}.html",
-                    "title": f"{result.title} (HTML)",
-                },
-            ],
+        await join_channel(self.client, message.channel)
+        try:
+            response = await self.client.chat_postMessage(
+                channel=message.channel, text=summary, unfurl_links=False, unfurl_media=False
+            )
+        except SlackApiError as exc:
+            return await self._undelivered(
+                message, exc, what="the compiled letter", title=result.title
+            )
+        await self._queue_after(message, COMPILED_FILES)
+        return Delivery.sent(channel=response.get("channel"), ts=response.get("ts"))
+
+    async def _upload_compiled_files(self, message: OutboxMessage) -> Delivery:
+        assert self._bot is not None and self.client is not None
+        result = await asyncio.to_thread(
+            publishing.compiled, self._bot.database, slug=message.payload["slug"]
         )
-        files = response.get("files") or []
-        return Delivery.sent(files=[f.get("id") for f in files if isinstance(f, dict)])
+        if result is None:
+            return Delivery.failed("no compilation for this letter", permanent=True)
+        await join_channel(self.client, message.channel)
+        try:
+            response = await self.client.files_upload_v2(
+                channel=message.channel,
+                file_uploads=[
+                    {
+                        "content": result.outputs["txt"],
+                        "filename": f"{result.slug}.txt",
+                        "title": f"{result.title} (text)",
+                    },
+                    {
+                        "content": result.outputs["html"],
+                        "filename": f"{result.slug}.html",
+                        "title": f"{result.title} (HTML)",
+                    },
+                ],
+            )
+        except SlackApiError as exc:
+            return await self._undelivered(
+                message, exc, what="the files of the compiled letter", title=result.title
+            )
+        return Delivery.sent(files=_file_ids(response))
+
+    async def _queue_after(self, message: OutboxMessage, kind: str) -> None:
+        """Queue what follows a post (its files) as an outbox row of its own: durable, retried
+        by itself, and a failure there never undoes the post."""
+        assert self._bot is not None
+
+        def enqueue() -> None:
+            assert self._bot is not None
+            with self._bot.database.session() as session:
+                outbox.enqueue(
+                    session,
+                    key=f"{kind}:{message.idempotency_key}",
+                    platform=self.name,
+                    channel=message.channel,
+                    kind=kind,
+                    payload={"slug": message.payload["slug"]},
+                    letter_pk=message.letter_pk,
+                )
+
+        await asyncio.to_thread(enqueue)
+
+    async def _undelivered(
+        self,
+        message: OutboxMessage,
+        exc: SlackApiError,
+        *,
+        what: str,
+        title: str,
+        open_: str | None = None,
+    ) -> Delivery:
+        """A post the bot could not make because it is not in the channel: say so in the log,
+        tell the coordinators by direct message (once), and keep retrying (for about a day, and
+        as long as the letter is open) so that inviting the bot is enough."""
+        error = str(exc.response.get("error") or exc)
+        if exc.response.status_code == 429 or error not in MEMBERSHIP_ERRORS:
+            return _failure(exc)
+        assert self._bot is not None
+        attempt = message.attempts + 1
+        slug = str(message.payload.get("slug", ""))
+        log.warning(
+            "slack: could not post %s “%s” in %s (%s): the bot is not a member of that channel. "
+            "A private channel must invite it (/invite @cosign). Coordinators are told by "
+            "direct message; attempt %d of %d.",
+            what,
+            title,
+            message.channel,
+            error,
+            attempt,
+            MEMBERSHIP_ATTEMPTS,
+        )
+        settings = self._bot.settings
+
+        def notify() -> None:
+            assert self._bot is not None
+            with self._bot.database.session() as session:
+                campaign.notify_undelivered(
+                    session,
+                    settings=settings,
+                    platform=self.name,
+                    about=message.idempotency_key,
+                    channel=message.channel,
+                    what=what,
+                    title=title,
+                    slug=slug,
+                    error=error,
+                    letter_pk=message.letter_pk,
+                )
+
+        await asyncio.to_thread(notify)
+        reason = f"{error}: the bot is not a member of {message.channel}; invite it"
+        if attempt >= MEMBERSHIP_ATTEMPTS and open_ != LetterState.open.value:
+            return Delivery.failed(reason, permanent=True)
+        retry_after = min(MEMBERSHIP_RETRY_STEP * attempt, MEMBERSHIP_RETRY_MAX)
+        return Delivery.failed(reason, retry_after=retry_after)
 
     async def update_post(self, post: PostView) -> Delivery:
         assert self.client is not None and post.message_id is not None
@@ -160,6 +320,33 @@ class SlackOutbound:
             return Delivery.failed(f"{exc.__class__.__name__}: {exc}")
         return Delivery.sent()
 
+
+async def join_channel(client: AsyncWebClient, channel: str) -> str | None:
+    """Join a public channel before posting there (uploads need membership); Slack's error if
+    that failed, None when the bot is in. A private channel answers `channel_not_found` (not
+    invited) or `method_not_supported_for_channel_type`; either way the post that follows decides,
+    so a failed join is only reported."""
+    if not channel or channel[0] in "DUW":  # a direct message: nothing to join
+        return None
+    try:
+        await client.conversations_join(channel=channel)
+    except SlackApiError as exc:
+        error = str(exc.response.get("error") or exc)
+        if error == "missing_scope":
+            log.warning(
+                "slack: cannot join %s: the app lacks the channels:join scope; reinstall it from "
+                "`cosign slack manifest` (file uploads to channels it is not in fail)",
+                channel,
+            )
+        return error
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return f"{exc.__class__.__name__}: {exc}"
+    return None
+
+
+def _file_ids(response: Any) -> list[str]:
+    files = response.get("files") or []
+    return [str(f["id"]) for f in files if isinstance(f, dict) and f.get("id")]
 
 
 def _failure(exc: SlackApiError) -> Delivery:
