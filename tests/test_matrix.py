@@ -48,7 +48,7 @@ async def test_signing_from_several_users_and_reply_format(
     async with running(settings, database, platform):
         post = await world.wait_letter_post(room)
         assert "INTERPOL" in post["content"]["body"]
-        assert post["content"]["msgtype"] == "m.notice"
+        assert post["content"]["msgtype"] == "m.text"  # posts notify (rule 10)
         assert post["content"]["m.mentions"] == {}
 
         latencies = []

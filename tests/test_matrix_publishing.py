@@ -62,7 +62,7 @@ async def test_deadline_compiles_and_announces_with_files(
         assert edits[-1]["content"]["m.mentions"] == {}
 
         summary = await world.wait_bot_event(
-            announce, lambda e: e["content"].get("msgtype") == "m.notice", timeout=30
+            announce, lambda e: e["content"].get("msgtype") == "m.text", timeout=30
         )
         assert "3 signatures" in summary["content"]["body"]
         files = await eventually(
@@ -161,7 +161,7 @@ async def test_reminder_goes_out_with_matrix_commands(
         content = reminder["content"]
         assert "!sign interpol-2021" in content["body"]
         assert "<code>!sign interpol-2021</code>" in content["formatted_body"]
-        assert content["msgtype"] == "m.notice" and content["m.mentions"] == {}
+        assert content["msgtype"] == "m.text" and content["m.mentions"] == {}
     database.dispose()
 
 

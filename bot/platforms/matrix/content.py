@@ -2,15 +2,17 @@
 
 Incoming: the command text of an ``m.room.message`` (reply fallbacks stripped, mention pills turned
 back into user ids), its thread/reply relation, and whether it is an edit.
-Outgoing: ``m.notice`` content with a plain ``body`` and a sanitised HTML ``formatted_body``,
-always ``"m.mentions": {}``; edits (``m.replace``) with the full ``m.new_content``; ``m.file``;
-and the size check that keeps every event under the 64 KiB limit.
+Outgoing: ``m.notice`` (command replies) or ``m.text`` (posts, reminders, summaries: notices never
+notify) content with a plain ``body`` and a sanitised HTML ``formatted_body``, always
+``"m.mentions": {}``; edits (``m.replace``) with the full ``m.new_content``; ``m.file``; and the
+size check that keeps every event under the 64 KiB limit, measured as the event is sent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -24,13 +26,30 @@ from bot.platforms.base import render_reply
 from bot.templating import render
 
 HTML_FORMAT = "org.matrix.custom.html"
-#: Synapse refuses events over 65,536 bytes (the whole event, signatures and all): stay well below.
+#: command replies: bots answer with notices (the default push rules never notify them)
+MSGTYPE_NOTICE = "m.notice"
+#: letter posts, reminders, summaries: as notices '.m.rule.suppress_notices' would mute them
+MSGTYPE_TEXT = "m.text"
+
+#: Synapse refuses a PDU whose canonical JSON (UTF-8, not ASCII-escaped) exceeds 65,536 bytes
+#: (``M_TOO_LARGE``), counting what it adds around the content: room_id and sender (up to 255
+#: bytes each), type, origin_server_ts, depth, up to 10 prev_events and about 5 auth_events
+#: (46 bytes each), hashes, the server's signature (with its name) and unsigned. That is about
+#: 1.7 KB at worst; 5.5 KB are kept back, the rest being a safety margin.
+MAX_EVENT_BYTES = 65_536
 MAX_CONTENT_BYTES = 60_000
-#: Megolm ciphertext is base64 (4/3 of the plaintext) inside a JSON envelope.
-MAX_ENCRYPTED_CONTENT_BYTES = 42_000
+MEGOLM_ALGORITHM = "m.megolm.v1.aes-sha2"
+#: Lengths of the envelope's fixed fields: curve25519 key and megolm session id, unpadded base64.
+_KEY_CHARS = 43
+#: Used when the room or device is not known: the longest ids the spec allows.
+_LONGEST_ID = 255
 #: Tags our templates produce (and a few harmless ones), per the Matrix spec's recommended list.
 _ALLOWED_TAGS = {"b", "strong", "i", "em", "code", "pre", "br", "p", "blockquote", "ul", "ol", "li"}
 _MATRIX_TO = re.compile(r"^https://matrix\.to/#/(@[^/?#]+)")
+#: ``matrix:u/alice:example.org`` (MSC2312 URIs), with optional ``?action=…``
+_MATRIX_URI = re.compile(r"^matrix:(?://[^/]*/)?u/([^/?#]+)")
+#: a user id as a path or fragment segment of any permalink: ``https://x/#/@alice:example.org``
+_USER_SEGMENT = re.compile(r"(?:^|[/#=])(@[^/?#&\s]+)")
 
 
 @dataclass(frozen=True)
@@ -82,10 +101,15 @@ def relation(reply_to: str | None, thread_root: str | None) -> dict[str, Any] | 
 
 
 def notice(
-    message: Rendered, *, reply_to: str | None = None, thread_root: str | None = None
+    message: Rendered,
+    *,
+    reply_to: str | None = None,
+    thread_root: str | None = None,
+    msgtype: str = MSGTYPE_NOTICE,
 ) -> dict[str, Any]:
+    """A message (``m.notice`` unless told otherwise) in both forms, mentioning no one."""
     content: dict[str, Any] = {
-        "msgtype": "m.notice",
+        "msgtype": msgtype,
         "body": message.text,
         "format": HTML_FORMAT,
         "formatted_body": message.html,
@@ -105,7 +129,7 @@ def edit(original_event_id: str, new_content: dict[str, Any]) -> dict[str, Any]:
     """
     replacement = {k: v for k, v in new_content.items() if k != "m.relates_to"}
     content = {
-        "msgtype": replacement.get("msgtype", "m.notice"),
+        "msgtype": replacement.get("msgtype", MSGTYPE_NOTICE),
         "body": "* " + str(replacement.get("body", "")).split("\n", 1)[0],
         "m.new_content": replacement,
         "m.relates_to": {"rel_type": "m.replace", "event_id": original_event_id},
@@ -145,12 +169,85 @@ def file_message(
 
 
 def content_bytes(content: dict[str, Any]) -> int:
+    """Bytes of content as Synapse measures it: canonical JSON, UTF-8, nothing escaped."""
     return len(json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
-def fits(content: dict[str, Any], *, encrypted: bool) -> bool:
-    limit = MAX_ENCRYPTED_CONTENT_BYTES if encrypted else MAX_CONTENT_BYTES
-    return content_bytes(content) <= limit
+def megolm_plaintext(content: dict[str, Any], room_id: str, event_type: str) -> str:
+    """The JSON nio encrypts (``OlmMachine.group_encrypt``: ``Api.to_json``, which keeps
+    ``json.dumps``'s ``ensure_ascii``): each non-ASCII character becomes ``\\uXXXX`` (6 bytes; 12
+    for one outside the BMP), so Cyrillic, Greek or CJK text grows three- to sixfold."""
+    return json.dumps(
+        {"content": content, "type": event_type, "room_id": room_id}, separators=(",", ":")
+    )
+
+
+def _varint_bytes(value: int) -> int:
+    return max(1, math.ceil(value.bit_length() / 7))
+
+
+def megolm_ciphertext_chars(plaintext_bytes: int) -> int:
+    """Length of the base64 ciphertext vodozemac makes of a plaintext of this many bytes.
+
+    A megolm message is a version byte; protobuf fields for the message index (tag + varint,
+    counted at its 5-byte maximum) and the AES-256-CBC ciphertext (tag + varint length + the
+    plaintext PKCS#7-padded to a multiple of 16); an 8-byte MAC; a 64-byte Ed25519 signature.
+    It travels as unpadded base64: 4/3 of that.
+    """
+    aes = (plaintext_bytes // 16 + 1) * 16
+    raw = 1 + (1 + 5) + (1 + _varint_bytes(aes) + aes) + 8 + 64
+    return math.ceil(raw * 4 / 3)
+
+
+def encrypted_envelope(
+    content: dict[str, Any], *, room_id: str, device_id: str, event_type: str = "m.room.message"
+) -> dict[str, Any]:
+    """The ``m.room.encrypted`` content nio sends for ``content`` (``AsyncClient.encrypt``), with
+    stand-ins of the right length for the key, session id and ciphertext."""
+    plaintext = megolm_plaintext(content, room_id, event_type).encode("utf-8")
+    envelope: dict[str, Any] = {
+        "algorithm": MEGOLM_ALGORITHM,
+        "sender_key": "k" * _KEY_CHARS,
+        "ciphertext": "c" * megolm_ciphertext_chars(len(plaintext)),
+        "session_id": "s" * _KEY_CHARS,
+        "device_id": device_id,
+    }
+    if "m.relates_to" in content:  # nio copies the relation out, in the clear
+        envelope["m.relates_to"] = content["m.relates_to"]
+    return envelope
+
+
+def sent_bytes(
+    content: dict[str, Any],
+    *,
+    encrypted: bool,
+    room_id: str | None = None,
+    device_id: str | None = None,
+) -> int:
+    """Bytes the event's content takes on the homeserver: as given in a plain room, the megolm
+    envelope in an encrypted one. Unknown ids count at their longest."""
+    if not encrypted:
+        return content_bytes(content)
+    envelope = encrypted_envelope(
+        content,
+        room_id=room_id or "!" + "r" * (_LONGEST_ID - 1),
+        device_id=device_id or "D" * _LONGEST_ID,
+    )
+    return content_bytes(envelope)
+
+
+def fits(
+    content: dict[str, Any],
+    *,
+    encrypted: bool,
+    room_id: str | None = None,
+    device_id: str | None = None,
+) -> bool:
+    """Whether the event, as sent, stays under the limit with the PDU's fields and a margin."""
+    return (
+        sent_bytes(content, encrypted=encrypted, room_id=room_id, device_id=device_id)
+        <= MAX_CONTENT_BYTES
+    )
 
 
 def preview(text: str, limit: int = 1500) -> str:
@@ -198,11 +295,34 @@ def strip_reply_fallback(body: str) -> str:
     return "\n".join(lines[index:])
 
 
+def pill_user(href: str, mentioned: frozenset[str] = frozenset()) -> str | None:
+    """The user a link points at, if it is a mention pill.
+
+    A user listed in the event's ``m.mentions.user_ids`` is looked for first, in any link form
+    (clients use other permalink prefixes than matrix.to); failing that, a matrix.to link or a
+    ``matrix:u/`` URI, which name a user whatever ``m.mentions`` says.
+    """
+    href = urllib.parse.unquote(href.strip())
+    found: list[str] = []
+    uri = _MATRIX_URI.match(href)
+    if uri:
+        found.append("@" + uri.group(1))
+    found.extend(_USER_SEGMENT.findall(href))
+    for user in found:
+        if user in mentioned:
+            return user
+    to = _MATRIX_TO.match(href)
+    if to:
+        return to.group(1)
+    return "@" + uri.group(1) if uri else None
+
+
 class _CommandHTML(HTMLParser):
     """Text of a formatted_body: <mx-reply> dropped, user pills turned into their user ids."""
 
-    def __init__(self) -> None:
+    def __init__(self, mentioned: frozenset[str]) -> None:
         super().__init__(convert_charrefs=True)
+        self.mentioned = mentioned
         self.parts: list[str] = []
         self._skip = 0
         self._pill_depth = 0
@@ -215,10 +335,9 @@ class _CommandHTML(HTMLParser):
         elif tag == "br":
             self.parts.append("\n")
         elif tag == "a" and not self._pill_depth:
-            href = urllib.parse.unquote(dict(attrs).get("href") or "")
-            match = _MATRIX_TO.match(href)
-            if match:
-                self.parts.append(match.group(1))
+            user = pill_user(dict(attrs).get("href") or "", self.mentioned)
+            if user:
+                self.parts.append(user)
                 self._pill_depth = 1
         elif tag == "a":
             self._pill_depth += 1
@@ -238,17 +357,27 @@ class _CommandHTML(HTMLParser):
             self.parts.append(data)
 
 
+def mentioned_users(content: dict[str, Any]) -> frozenset[str]:
+    """``m.mentions.user_ids`` of an event (intentional mentions), ignoring malformed entries."""
+    mentions = content.get("m.mentions")
+    users = mentions.get("user_ids") if isinstance(mentions, dict) else None
+    if not isinstance(users, list):
+        return frozenset()
+    return frozenset(u for u in users if isinstance(u, str) and u.startswith("@"))
+
+
 def command_text(content: dict[str, Any]) -> str:
     """The text to parse as a command: fallbacks stripped; mention pills become user ids."""
     body = content.get("body")
     text = strip_reply_fallback(body) if isinstance(body, str) else ""
     formatted = content.get("formatted_body")
+    mentioned = mentioned_users(content)
     if (
         content.get("format") == HTML_FORMAT
         and isinstance(formatted, str)
-        and "https://matrix.to/#/" in formatted
+        and (mentioned or "https://matrix.to/#/" in formatted or "matrix:" in formatted)
     ):
-        parser = _CommandHTML()
+        parser = _CommandHTML(mentioned)
         parser.feed(formatted)
         parser.close()
         text = "".join(parser.parts)

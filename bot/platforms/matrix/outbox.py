@@ -1,10 +1,15 @@
 """What the Matrix platform posts on its own (the outbox), and the live counter's edits.
 
-* ``post_letter``: the letter as a notice with its deadline and count; recorded with
-  ``publishing.record_post`` (the event id) so the counter can edit it. A letter too long for one
-  event (64 KiB, less in encrypted rooms) is posted as a summary with the text as an ``m.file``.
-* ``message``: a reminder or closing summary (template + context), plain text and HTML.
-* ``compiled``: the compiled letter as files (``.txt`` and ``.html``) after a summary notice.
+Everything here is ``m.text``, not ``m.notice``: the default push rule ``.m.rule.suppress_notices``
+silences notices whatever the room's notification setting, and these are what members must see.
+(Command replies stay notices; the bot ignores its own events, so its posts are never commands.)
+
+* ``post_letter``: the letter with its deadline and count; recorded with
+  ``publishing.record_post`` (the event id) so the counter can edit it. A letter whose edit would
+  not fit one event as sent (64 KiB including, in encrypted rooms, the base64 megolm ciphertext
+  of the ASCII-escaped JSON) is posted as a summary with the text as an ``m.file``.
+* ``message``: a reminder, deadline change or closing summary (template + context).
+* ``compiled``: the compiled letter as files (``.txt`` and ``.html``) after a summary.
 * ``update_post``: an ``m.replace`` edit of the post with the full new content.
 
 Each send's transaction id derives from the outbox idempotency key (plus a part name), so a retry
@@ -20,9 +25,9 @@ from bot import publishing
 from bot.db import Database
 from bot.platforms.base import Delivery, Platform, render_message
 from bot.platforms.matrix.content import (
+    MSGTYPE_TEXT,
     Rendered,
     edit,
-    fits,
     html_lines,
     notice,
     render_pair,
@@ -54,7 +59,7 @@ class Publisher:
                 html_lines(render_message(self.platform, message.payload, "html")),
             )
             return await self.sender.send_text(
-                message.channel, rendered, key=message.idempotency_key
+                message.channel, rendered, key=message.idempotency_key, msgtype=MSGTYPE_TEXT
             )
         if message.kind == "compiled":
             return await self._post_compiled(message)
@@ -62,7 +67,6 @@ class Publisher:
 
     def letter_content(self, letter: LetterView, room_id: str) -> tuple[dict[str, Any], bool]:
         """The post's content, and whether its text had to go into an attached file."""
-        encrypted = self.sender.is_encrypted(room_id)
         content: dict[str, Any] = {}
         for attached in (False, True):
             content = notice(
@@ -78,11 +82,12 @@ class Publisher:
                     attached=attached,
                     filename=f"{letter.slug}.txt",
                     prefix=self.platform.command_prefix,
-                )
+                ),
+                msgtype=MSGTYPE_TEXT,
             )
             # Decided on the size of an edit, which carries the content again (m.new_content),
             # so the counter can always edit what was posted.
-            if fits(edit("$" + "x" * 60, content), encrypted=encrypted):
+            if self.sender.fits(room_id, edit("$" + "x" * 60, content)):
                 return content, attached
         return content, True
 
@@ -144,7 +149,9 @@ class Publisher:
             count=result.count,
             files=[name for _, name, _ in files],
         )
-        sent = await self.sender.room_send(room_id, notice(summary), txn_id(key, "summary"))
+        sent = await self.sender.room_send(
+            room_id, notice(summary, msgtype=MSGTYPE_TEXT), txn_id(key, "summary")
+        )
         if not sent.ok:
             return sent
         event_ids = {"summary": sent.result.get("event_id")}

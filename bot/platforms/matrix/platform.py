@@ -2,8 +2,9 @@
 
 A text event ``!sign …`` (or a literal ``/sign …``) becomes an ``Invocation``; each ``Reply`` goes
 back as an ``m.notice`` replying to the command (in its thread), plain ``body`` plus sanitised HTML,
-``"m.mentions": {}``. Letter posts, reminders and compiled letters come from the outbox; the live
-counter edits letter posts with ``m.replace``.
+``"m.mentions": {}``. Letter posts, reminders and compiled letters come from the outbox, as
+``m.text`` (notices never notify); the live counter edits letter posts with ``m.replace``. The bot
+ignores its own events, so its posts are never commands.
 
 Durability (DESIGN.md rule 10). nio would store ``next_batch`` before running callbacks, so cosign
 runs its own loop over ``client.sync``: for every command of a batch it checks the handled-event
@@ -307,7 +308,8 @@ class MatrixPlatform(Platform):
             return render_pair("replies/apology.j2", error_id="render")
 
     async def _undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
-        """Log it and answer the sender once per key session with a hint.
+        """Log it and answer the sender once per key session with a hint. (The sync loop hands
+        an event on as a ``MegolmEvent`` only after waiting ``key_wait`` for its key.)
 
         (nio's key requests go to the bot's own other devices, of which it has none.)
         """

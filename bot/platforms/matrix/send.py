@@ -4,11 +4,14 @@
   gate instead of hammering the homeserver (nio's own 429 retries are switched off, so the waits
   are ours and bounded by our callers).
 * ``M_FORBIDDEN``/``M_NOT_FOUND``/a room nio does not know → permanent: retrying will not help.
-* Transport errors (the homeserver went away) → retryable.
+* Transport errors (the homeserver went away) and encryption not ready yet (nio's
+  ``SendRetryError``, ``MembersSyncError``, ``GroupEncryptionError``, ``OlmTrustError``: the
+  first two subclass ``LocalProtocolError``, so they are caught before it) → retryable.
 * Every send that might be retried carries a transaction id derived from a stable key: Synapse
   answers a repeated transaction with the original event, so a retry after a crash is not a
   duplicate message.
-* Content that would exceed the event size limit goes out as a short notice plus an ``m.file``.
+* Content that would exceed the event size limit *as sent* (in an encrypted room: the megolm
+  envelope of the ASCII-escaped JSON nio encrypts) goes out as a short message plus an ``m.file``.
 """
 
 from __future__ import annotations
@@ -28,10 +31,17 @@ from nio import (
     RoomSendResponse,
     UploadResponse,
 )
-from nio.exceptions import OlmTrustError, SendRetryError
+from nio.exceptions import (
+    EncryptionError,
+    GroupEncryptionError,
+    MembersSyncError,
+    OlmTrustError,
+    SendRetryError,
+)
 
 from bot.platforms.base import Delivery
 from bot.platforms.matrix.content import (
+    MSGTYPE_NOTICE,
     Rendered,
     file_message,
     fits,
@@ -44,6 +54,15 @@ from bot.platforms.matrix.content import (
 log = logging.getLogger(__name__)
 
 _PERMANENT = {"M_FORBIDDEN", "M_NOT_FOUND", "M_TOO_LARGE", "M_BAD_JSON", "M_NOT_JSON"}
+#: nio could not encrypt yet (members or keys not synced, group session not shared): retryable.
+#: ``SendRetryError`` and ``MembersSyncError`` subclass ``LocalProtocolError``: catch these first.
+ENCRYPTION_NOT_READY: tuple[type[BaseException], ...] = (
+    SendRetryError,
+    MembersSyncError,
+    GroupEncryptionError,
+    EncryptionError,
+    OlmTrustError,
+)
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     ClientError,
     TimeoutError,
@@ -121,6 +140,15 @@ class Sender:
             return self.encryption  # unknown yet: assume the smaller size limit
         return bool(room.encrypted)
 
+    def fits(self, room_id: str, content: dict[str, Any]) -> bool:
+        """Whether ``content`` sent to this room (encrypted there or not) is under the limit."""
+        return fits(
+            content,
+            encrypted=self.is_encrypted(room_id),
+            room_id=room_id,
+            device_id=self.client.device_id or None,
+        )
+
     async def room_send(
         self, room_id: str, content: dict[str, Any], tx: str | None = None
     ) -> Delivery:
@@ -133,10 +161,10 @@ class Sender:
                 tx_id=tx,
                 ignore_unverified_devices=True,
             )
+        except ENCRYPTION_NOT_READY as exc:
+            return Delivery.failed(f"encryption not ready: {exc.__class__.__name__}: {exc}")
         except LocalProtocolError as exc:  # nio does not know the room: not joined
             return Delivery.failed(f"not in room {room_id}: {exc}", permanent=True)
-        except (SendRetryError, OlmTrustError) as exc:
-            return Delivery.failed(f"encryption not ready: {exc}")
         except TRANSPORT_ERRORS as exc:
             return Delivery.failed(f"homeserver unreachable: {exc.__class__.__name__}: {exc}")
         if isinstance(response, RoomSendResponse):
@@ -188,21 +216,26 @@ class Sender:
         reply_to: str | None = None,
         thread_root: str | None = None,
         filename: str = "message.txt",
+        msgtype: str = MSGTYPE_NOTICE,
     ) -> Delivery:
-        """One notice; if too large for an event, a preview notice plus the text as a file."""
-        content = notice(message, reply_to=reply_to, thread_root=thread_root)
-        if fits(content, encrypted=self.is_encrypted(room_id)):
+        """One message; if too large for an event, its beginning plus the text as a file."""
+        content = notice(message, reply_to=reply_to, thread_root=thread_root, msgtype=msgtype)
+        if self.fits(room_id, content):
             return await self.room_send(room_id, content, txn_id(key))
-        short_text = (
-            preview(message.text)
-            + f"\n\n… too long for one message: the full text is attached as {filename}."
-        )
-        short = Rendered(short_text, html_lines(html.escape(short_text, quote=False)))
-        first = await self.room_send(
-            room_id,
-            notice(short, reply_to=reply_to, thread_root=thread_root),
-            txn_id(key, "preview"),
-        )
+        limit = 1500
+        while True:  # 1,500 characters fit in any script; shrink if the relation is huge
+            short_text = (
+                preview(message.text, limit)
+                + f"\n\n… too long for one message: the full text is attached as {filename}."
+            )
+            short = Rendered(short_text, html_lines(html.escape(short_text, quote=False)))
+            short_content = notice(
+                short, reply_to=reply_to, thread_root=thread_root, msgtype=msgtype
+            )
+            if limit <= 100 or self.fits(room_id, short_content):
+                break
+            limit //= 2
+        first = await self.room_send(room_id, short_content, txn_id(key, "preview"))
         if not first.ok:
             return first
         attached = await self.send_file(

@@ -16,13 +16,23 @@ behind a 'limited' timeline is filled from ``/messages`` only back to that join.
 an event stamped (``origin_server_ts``) before the join is history too, wherever it sits; the join's
 time is remembered per room, and learnt again from the full state every process syncs first.
 Commands sent while the bot was down in rooms it had joined come after the join: they are handled.
+
+An encrypted event the bot cannot decrypt yet is not given up at once: its room key often comes a
+sync or two later (a to-device message). It waits up to ``key_wait`` seconds, decryption tried again
+after every batch; decrypted, it is handled like any event (checked against the handled-event
+table first); still undecryptable at the end, it goes to the adapter as the ``MegolmEvent`` (which
+hints the sender). Meanwhile the stored checkpoint stays at the start of the batch the event came
+in, so after a restart that batch is synced again and the event is not lost; the long poll is
+shortened so the wait ends on time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from nio import (
@@ -38,6 +48,7 @@ from nio import (
     UploadFilterResponse,
 )
 from nio.api import MessageDirection
+from nio.exceptions import EncryptionError
 
 from bot.db import Database
 from bot.platforms.matrix.send import TRANSPORT_ERRORS, Backoff, RateGate, failure_of
@@ -49,8 +60,21 @@ log = logging.getLogger(__name__)
 MAX_EVENT_FAILURES = 3
 #: pages of 100 events fetched to fill the gap of a 'limited' timeline after a long outage
 BACKFILL_PAGES = 20
+#: seconds an event the bot cannot decrypt waits for its room key (which often arrives a sync or
+#: two after the event) before the sender is told; the checkpoint is held back that long at most
+KEY_WAIT = 180.0
 
 EventHandler = Callable[[MatrixRoom, Any], Awaitable[None]]
+
+
+@dataclass
+class AwaitingKey:
+    """An undecryptable event kept until its room key arrives or its wait ends."""
+
+    room: MatrixRoom
+    event: MegolmEvent
+    since: str  # the token its batch was synced from
+    deadline: float  # time.monotonic()
 
 
 class SyncFailed(Exception):
@@ -138,6 +162,8 @@ class SyncLoop:
         self.reconnect_max = reconnect_max
         self.sync_timeout_ms = sync_timeout_ms
         self.timeline_limit = timeline_limit
+        #: seconds an undecryptable event waits for its room key before it is handed on as such
+        self.key_wait = KEY_WAIT
         self.ready = asyncio.Event()
         self.stopping = False
         self.handling = False  # between receiving a batch and storing its checkpoint
@@ -149,6 +175,8 @@ class SyncLoop:
         #: room id -> when the bot joined it (origin_server_ts, ms), where known: the second line
         #: of defence against history (events stamped before the join)
         self._joined_at: dict[str, int] = {}
+        #: event id -> an event waiting for its room key, oldest first
+        self._awaiting: dict[str, AwaitingKey] = {}
 
     # --- checkpoint ------------------------------------------------------------------------
 
@@ -175,7 +203,7 @@ class SyncLoop:
                         since,
                         limit=self.timeline_limit,
                         full_state=first,
-                        timeout=0 if first else self.sync_timeout_ms,
+                        timeout=0 if first else self._poll_timeout(),
                     )
                 self.handling = True
                 try:
@@ -184,7 +212,9 @@ class SyncLoop:
                     await self._handle_invites(response)
                     if since is not None and not await self._handle_timelines(response, since):
                         return  # stopped mid-batch: the old checkpoint stays
-                    await asyncio.to_thread(self._save_checkpoint, response.next_batch)
+                    await self._retry_awaiting()
+                    checkpoint = self._held() or response.next_batch
+                    await asyncio.to_thread(self._save_checkpoint, checkpoint)
                 finally:
                     self.handling = False
                 since, first = response.next_batch, False
@@ -204,6 +234,13 @@ class SyncLoop:
                 self.client.next_batch = since  # so nio decrypts the batch again when re-synced
                 self.replaying = True
                 await backoff.sleep()
+
+    def _poll_timeout(self) -> int:
+        """The long poll's timeout: the configured one, or less when a key wait ends sooner."""
+        if not self._awaiting:
+            return self.sync_timeout_ms
+        wake = min(item.deadline for item in self._awaiting.values()) - time.monotonic()
+        return max(0, min(self.sync_timeout_ms, int(wake * 1000) + 50))
 
     async def _filter(self, limit: int) -> str | dict[str, Any]:
         """A filter uploaded once (an inline filter is parsed again on every request)."""
@@ -288,8 +325,79 @@ class SyncLoop:
                 seen.add(event_id)
                 if self.stopping:
                     return False
+                if isinstance(event, MegolmEvent) and await self._await_key(room, event, since):
+                    continue
                 await self._guarded(room, event)
         return True
+
+    # --- events waiting for their room key ------------------------------------------------------
+
+    def _was_handled(self, event_id: str) -> bool:
+        with self.database.session() as session:
+            return matrix_sync.was_handled(session, event_id=event_id)
+
+    async def _await_key(self, room: MatrixRoom, event: MegolmEvent, since: str) -> bool:
+        """Keep an undecryptable event to try again later; False: hand it on now (no crypto, or
+        the bot's own event, which the adapter ignores anyway)."""
+        if self.client.olm is None or event.sender == self.user_id:
+            return False
+        if event.event_id in self._awaiting:  # the batch is being retried
+            return True
+        if await asyncio.to_thread(self._was_handled, event.event_id):
+            return True  # hinted before a restart
+        log.info(
+            "matrix: cannot decrypt %s in %s from %s (session %s) yet; waiting for its key",
+            event.event_id,
+            room.room_id,
+            event.sender,
+            event.session_id,
+        )
+        self._awaiting[event.event_id] = AwaitingKey(
+            room, event, since, time.monotonic() + self.key_wait
+        )
+        return True
+
+    def _held(self) -> str | None:
+        """The batch token the stored checkpoint must not pass: where the oldest waiting event
+        came in (re-syncing from it brings the event back after a restart)."""
+        for item in self._awaiting.values():
+            return item.since
+        return None
+
+    def _decrypt_late(self, item: AwaitingKey) -> Any | None:
+        """The event decrypted, if its room key has arrived meanwhile."""
+        olm, event = self.client.olm, item.event
+        if olm is None:
+            return None
+        event.room_id = event.room_id or item.room.room_id
+        if olm.inbound_group_store.get(event.room_id, event.sender_key, event.session_id) is None:
+            return None  # checked first: nio logs a warning for every failed attempt
+        try:
+            return self.client.decrypt_event(event)
+        except EncryptionError as exc:
+            log.warning("matrix: %s still cannot be decrypted: %s", event.event_id, exc)
+            return None
+
+    async def _retry_awaiting(self) -> None:
+        """After a batch (its to-device keys already taken in by nio): handle what decrypts now,
+        hand on as undecryptable what waited ``key_wait``; the rest waits on."""
+        for event_id, item in list(self._awaiting.items()):
+            if self.stopping:
+                return
+            decrypted = self._decrypt_late(item)
+            if decrypted is None and time.monotonic() < item.deadline:
+                continue
+            if decrypted is None:
+                log.warning("matrix: no key for %s after %.0f s", event_id, self.key_wait)
+                await self._guarded(item.room, item.event)
+            else:
+                log.info("matrix: %s decrypted after its key arrived", event_id)
+                replaying, self.replaying = self.replaying, True  # it may have been handled
+                try:
+                    await self._guarded(item.room, decrypted)
+                finally:
+                    self.replaying = replaying
+            del self._awaiting[event_id]  # only once handled: a failure retries it
 
     async def _guarded(self, room: MatrixRoom, event: Any) -> None:
         """One event; a failure retries the batch, the third failure is logged and skipped."""
