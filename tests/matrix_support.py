@@ -82,6 +82,23 @@ class MatrixWorld:
         options.update(kwargs)
         return MatrixPlatform(settings, **options)
 
+    def password_platform(
+        self, settings: Settings, password: str | None = None, **kwargs: Any
+    ) -> MatrixPlatform:
+        """The bot logging in with its password (which also lets it set up cross-signing)."""
+        return self.platform(
+            settings, access_token=None, password=password or self.bot.password, **kwargs
+        )
+
+    def keys_of(self, user_id: str) -> Event:
+        """``/keys/query`` for ``user_id`` as another user (the owner) sees it."""
+        return self.server.request(
+            "POST",
+            "/_matrix/client/v3/keys/query",
+            token=self.owner.access_token,
+            body={"device_keys": {user_id: []}},
+        )
+
     def add_members(self, count: int, prefix: str = "m") -> list[Member]:
         added = []
         for _ in range(count):

@@ -41,6 +41,7 @@ from bot.platforms.matrix.content import (
     reply_pair,
     thread_and_reply,
 )
+from bot.platforms.matrix.cross_signing import Outcome, Status, ensure_cross_signed
 from bot.platforms.matrix.outbox import Publisher
 from bot.platforms.matrix.replies import ReplyQueue, reply_payload
 from bot.platforms.matrix.send import TRANSPORT_ERRORS, Backoff, Sender
@@ -109,6 +110,8 @@ class MatrixPlatform(Platform):
         self._main_task: asyncio.Task[None] | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._hinted: set[str] = set()
+        #: what the start-up cross-signing check did (DESIGN.md rule 10)
+        self.cross_signing: Outcome | None = None
         if logging.getLogger("nio").level == logging.NOTSET:
             logging.getLogger("nio").setLevel(logging.WARNING)  # nio logs every event at INFO
 
@@ -208,6 +211,15 @@ class MatrixPlatform(Platform):
         log.info(
             "matrix: %s device %s, fingerprint %s", self.user_id, self.device_id, self.fingerprint
         )
+        # Before the first sync (which would upload device keys concurrently): Element talks
+        # only to cross-signed devices (MSC4153).
+        self.cross_signing = await ensure_cross_signed(
+            self.client,
+            store=self.config.store_path,
+            password=self.credentials.password,
+            pickle_key=self.credentials.pickle_key,
+            retry_cap=self.reconnect_max,
+        )
         await self.replies.load_leftovers()
         await self.loop.run()
 
@@ -242,6 +254,12 @@ class MatrixPlatform(Platform):
             return "(no encryption)"
         key = str(olm.account.identity_keys.get("ed25519", ""))
         return " ".join(key[i : i + 4] for i in range(0, len(key), 4))
+
+    @property
+    def cross_signed(self) -> bool:
+        """Whether the device is signed by the account's self-signing key (as of start-up)."""
+        signed = (Status.ALREADY_SIGNED, Status.SIGNED, Status.CREATED, Status.REPLACED)
+        return self.cross_signing is not None and self.cross_signing.status in signed
 
     async def _after_batch(self) -> None:
         assert self.replies is not None
@@ -331,7 +349,10 @@ class MatrixPlatform(Platform):
             self.replies.was_handled, marker
         ):
             hint = render_pair(
-                "matrix/undecryptable.j2", device=self.device_id, fingerprint=self.fingerprint
+                "matrix/undecryptable.j2",
+                device=self.device_id,
+                user=self.user_id,
+                cross_signed=self.cross_signed,
             )
             payloads.append(reply_payload(hint, event.event_id, None))
             await self.replies.commit(marker, room.room_id, [])

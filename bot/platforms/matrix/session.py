@@ -74,12 +74,17 @@ def load_session(store: Path, *, homeserver: str, user_id: str) -> dict[str, str
 
 def save_session(store: Path, data: dict[str, str]) -> None:
     """Write session.json atomically, readable by the owner only (0600) from the first byte."""
-    path = store / SESSION_FILE
-    tmp = store / f".{SESSION_FILE}.{os.getpid()}.tmp"
+    write_private(store / SESSION_FILE, json.dumps(data))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, mode 0600 from the first byte (never a moment
+    when another user could read it, nor a half-written file after a crash)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o600)
