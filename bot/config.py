@@ -129,6 +129,9 @@ class SlackSettings(_Section):
     path: str = "/slack/events"
     api_url: str = ""
     match_email: bool = False
+    # How long a command may run before Slack gets its acknowledgement without the answer (which
+    # then follows through response_url). Slack allows 3 s for the acknowledgement.
+    answer_within: float = Field(default=1.0, ge=0.0, le=2.0)
 
     @field_validator("api_url")
     @classmethod

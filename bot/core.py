@@ -207,6 +207,7 @@ class Dispatcher:
                         event_id=invocation.event_id,
                         replies=[reply],
                         reply_to=invocation.reply_to,
+                        answered=bool((invocation.reply_to or {}).get("inline")),
                     )
             return [reply]
         except CommandError as exc:

@@ -3,9 +3,8 @@
 A command's database and ORM work is CPU-bound Python. In a thread it holds the GIL the event loop
 needs to acknowledge Slack requests, and during a burst the two split one core: acks came at half
 the rate of a bare Bolt app (bench/slack_sign.py). In a worker process, forked once at start-up
-before any thread exists, the work runs on its own core, at a lower CPU priority than the process
-that acknowledges: under a burst the acks come first (Slack's 3 s limit is hard) and the replies
-follow as the worker gets through the queue.
+before any thread exists, the work runs on its own core, at the same priority as the process that
+acknowledges: a signer waits for the answer, which is the command's commit, not for the ack.
 
 The worker forks from a process whose heap bot.serve.settle_heap has frozen, so it shares the
 engine's code and the UCA collator with its parent page for page instead of importing them again.
@@ -41,7 +40,6 @@ from bot.db import Database
 
 log = logging.getLogger(__name__)
 
-WORKER_NICENESS = 5  # CFS weight ~1/3 of the acknowledging process when both want the CPU
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 _FRAME = struct.Struct("!I")
@@ -95,10 +93,6 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)  # the parent's event loop owns the inherited wakeup socket
-    try:
-        os.nice(WORKER_NICENESS)
-    except OSError:  # not permitted here: run at the parent's priority
-        pass
     from handlers import REGISTRY
 
     dispatcher = Dispatcher(settings, Database(settings.database.url), REGISTRY)

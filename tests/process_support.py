@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 from fakeslack import DEFAULT_SECRET, FakeSlack, sign_request, slash_command_body
-from slack_support import reply_text
+from slack_support import inline_answer, reply_text
 from sqlmodel import select
 
 from bot.db import Database
@@ -92,6 +92,8 @@ class SlashBurst:
         self.http, self.url, self.fake = http, url, fake
         self.gate = asyncio.Semaphore(in_flight)
         self.killed = asyncio.Event()
+        self.inline: dict[str, list[str]] = {}  # answers carried by the acknowledgement
+        self.acked: set[str] = set()  # requests that got an HTTP 200
 
     async def sign(self, user: str, attempt: str) -> None:
         body = slash_command_body(
@@ -104,9 +106,15 @@ class SlashBurst:
                 "Content-Type": "application/x-www-form-urlencoded",
                 **sign_request(DEFAULT_SECRET, body),
             }
+            key = f"{user}-{attempt}"
             try:
                 async with self.http.post(self.url, data=body, headers=headers) as response:
-                    await response.read()
+                    text = await response.text()
+                    if response.status == 200:
+                        self.acked.add(key)
+                    answer = inline_answer(response.status, text)
+                    if answer is not None:
+                        self.inline.setdefault(key, []).append(reply_text(answer))
             except aiohttp.ClientError:
                 pass  # the bot died under this request: never acknowledged
 
@@ -117,9 +125,11 @@ def undelivered(database: Database) -> int:
         return sum(m.delivered_at is None for m in rows)
 
 
-def slack_replies(fake: FakeSlack) -> dict[str, list[str]]:
-    """Answers received per `/sign` request, keyed "<user>-<attempt>" (see SlashBurst.sign)."""
-    seen: dict[str, list[str]] = {}
+def slack_replies(fake: FakeSlack, burst: SlashBurst | None = None) -> dict[str, list[str]]:
+    """Answers received per `/sign` request, keyed "<user>-<attempt>" (see SlashBurst.sign): in
+    the acknowledgement (when the burst is given), then at the request's response_url."""
+    inline = burst.inline if burst is not None else {}
+    seen: dict[str, list[str]] = {key: list(texts) for key, texts in inline.items()}
     for call in fake.calls_to("response_url"):
         seen.setdefault(call.path.rsplit("/", 1)[-1], []).append(reply_text(call.args))
     return seen

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import aiohttp
 from conftest import make_settings
@@ -52,6 +53,7 @@ class SlackHarness:
         self.scheduler = scheduler
         self.slack_options = slack
         self.http: aiohttp.ClientSession | None = None
+        self.inline: dict[str, list[dict[str, Any]]] = {}  # answers carried by acknowledgements
 
     async def __aenter__(self) -> SlackHarness:
         await self.fake.start()
@@ -116,17 +118,30 @@ class SlackHarness:
         started = time.monotonic()
         async with self.http.post(self.url, data=body, headers=all_headers) as response:
             text = await response.text()
+            self._keep_inline(body, response.status, text)
             return response.status, text, time.monotonic() - started
+
+    def _keep_inline(self, body: bytes, status: int, text: str) -> None:
+        """A slash command answered in its acknowledgement: Slack shows that body as the reply."""
+        answer = inline_answer(status, text)
+        if answer is None:
+            return
+        fields = dict(parse_qsl(body.decode("utf-8", "replace")))
+        token = fields.get("response_url", "").rsplit("/", 1)[-1]
+        if token:
+            self.inline.setdefault(token, []).append(answer)
 
     async def replies(
         self, token: str, count: int = 1, timeout: float = 10
     ) -> list[dict[str, Any]]:
-        """What the bot sent to one response_url, parsed."""
+        """What the bot answered one request with: in its acknowledgement, then at its
+        response_url (parsed), in that order."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             calls = [c for c in self.fake.calls_to("response_url") if c.path.endswith(token)]
-            if len(calls) >= count:
-                return [c.args for c in calls]
+            answers = [*self.inline.get(token, []), *(c.args for c in calls)]
+            if len(answers) >= count:
+                return answers
             await asyncio.sleep(0.02)
         raise AssertionError(
             f"expected {count} replies at {token}, got "
@@ -142,6 +157,19 @@ class SlackHarness:
         from bot.counters import CounterSync
 
         await CounterSync(self.bot, self.platform).sync_once()
+
+
+def inline_answer(status: int, text: str) -> dict[str, Any] | None:
+    """The message an acknowledgement carries (Slack's immediate response), or None."""
+    if status != 200 or not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {"text": text}
+    if isinstance(data, dict) and (data.get("text") or data.get("blocks")):
+        return data
+    return None
 
 
 def reply_text(args: dict[str, Any]) -> str:

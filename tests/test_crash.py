@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import pytest
 from fakeslack import FakeSlack
 from helpers import create_example_letter, reply_kind
 from pg_server import _free_port
@@ -59,13 +60,13 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
             burst = SlashBurst(http, url, fake, IN_FLIGHT)
 
             async def killer() -> None:
-                while len(fake.calls_to("response_url")) < MEMBERS // 2:
+                while len(slack_replies(fake, burst)) < MEMBERS // 2:
                     await asyncio.sleep(0.01)
                 await stop_bot(bot, kill=True)
                 burst.killed.set()
 
             await asyncio.gather(killer(), *(burst.sign(u, "1") for u in users))
-            first = slack_replies(fake)
+            first = slack_replies(fake, burst)
             committed = signed_ids(database, "slack")  # what the killed bot had committed
             # Before the kill every request was a first signature: answered at most once, and
             # only ever with the confirmation of a new signature, after its commit (rule 3).
@@ -87,7 +88,7 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
             await asyncio.gather(*(burst.sign(u, "2") for u in retry))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and len(
-                [k for k in slack_replies(fake) if k.endswith("-2")]
+                [k for k in slack_replies(fake, burst) if k.endswith("-2")]
             ) < len(retry):
                 await asyncio.sleep(0.1)
             # A row the killed bot had claimed waits out its lease, then the new bot sends it.
@@ -97,7 +98,7 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
             await asyncio.sleep(4)  # let the live counter settle
             assert await stop_bot(bot) == 0
 
-        replies = slack_replies(fake)
+        replies = slack_replies(fake, burst)
         # Nothing answered twice: the killed bot's unanswered requests stay unanswered.
         assert {k: v for k, v in replies.items() if k.endswith("-1")} == first
         second = {k.split("-")[0]: v for k, v in replies.items() if k.endswith("-2")}
@@ -129,6 +130,88 @@ async def test_kill_9_mid_burst_loses_and_doubles_nothing(db_url: str, tmp_path:
             f"kill -9 after {len(acknowledged)} acknowledged and {len(committed)} committed "
             "signatures; "
             f"{len(retry)} retried; letter posts per channel: {dict(posts)}"
+        )
+
+
+async def test_kill_9_between_ack_and_commit_answers_every_acknowledged_command(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Rule 12. With answer_within 0 every /sign is acknowledged before it commits (journaled
+    first): the bot is killed mid-burst, and after its restart every acknowledged request is
+    answered exactly once, through its response_url, and every signature it reports exists."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip(
+            "on SQLite the journal write waits for the command's write lock, so an acknowledged "
+            "command is answered within a millisecond: no window to kill in; PostgreSQL has one"
+        )
+    sqlite_url = db_url
+    async with FakeSlack() as fake:
+        from conftest import make_settings
+
+        settings = make_settings(sqlite_url, tmp_path)
+        database = Database(sqlite_url)
+        with database.session() as session:
+            import_roster(session, data=burst_roster(MEMBERS), actor="test")
+        create_example_letter(database, settings, post_to=["slack:C1"])
+        port = _free_port()
+        env = slack_bot_env(
+            sqlite_url, port, fake, tmp_path / "out", COSIGN_SLACK__ANSWER_WITHIN="0"
+        )
+        url = f"http://127.0.0.1:{port}/slack/events"
+        users = [f"UB{i:04d}" for i in range(MEMBERS)]
+        async with aiohttp.ClientSession() as http:
+            bot = await spawn_bot(env, tmp_path, tmp_path / "bot1.log")
+            await wait_healthy(http, port)
+            burst = SlashBurst(http, url, fake, IN_FLIGHT)
+
+            async def killer() -> None:
+                while len(burst.acked) < MEMBERS // 2:
+                    await asyncio.sleep(0.005)
+                await stop_bot(bot, kill=True)
+                burst.killed.set()
+
+            await asyncio.gather(killer(), *(burst.sign(u, "1") for u in users))
+            acked = set(burst.acked)
+            answered_before = slack_replies(fake, burst)
+            committed = signed_ids(database, "slack")
+            assert not burst.inline  # answer_within 0: no answer travels in an ack
+            owed = {key for key in acked if key not in answered_before}
+            # Really mid-burst, and really between ack and answer for some.
+            assert MEMBERS // 2 <= len(acked) < MEMBERS, len(acked)
+            assert owed, "every acknowledged command had been answered before the kill"
+
+            bot = await spawn_bot(env, tmp_path, tmp_path / "bot2.log")
+            await wait_healthy(http, port)
+            deadline = time.monotonic() + 60  # the journal is read at start, then every 15 s
+            while time.monotonic() < deadline and not acked <= set(slack_replies(fake, burst)):
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(1)  # nothing more may come
+            assert await stop_bot(bot) == 0
+
+        replies = slack_replies(fake, burst)
+        assert acked <= set(replies), sorted(acked - set(replies))[:10]
+        # What was owed at the kill is answered exactly once, after the restart.
+        assert all(len(replies[key]) == 1 for key in owed), {
+            k: replies[k] for k in owed if len(replies[k]) != 1
+        }
+        # An answer sent in the instant before its "answered" mark committed is sent once more
+        # (Slack's response_url has no idempotency key); never a third time, never many.
+        again = {key for key in acked - owed if len(replies[key]) > 1}
+        assert all(len(replies[key]) == 2 for key in again), again
+        assert len(again) <= IN_FLIGHT, len(again)
+        kinds = {key: reply_kind(text) for key in acked for text in replies[key]}
+        assert set(kinds.values()) == {"signed"}, kinds
+        told = {key.split("-")[0] for key in acked}
+        final = signed_ids(database, "slack")
+        assert told <= final
+        with database.session() as session:
+            rows = session.exec(select(Signature)).all()
+            assert set(Counter(r.member_pk for r in rows).values()) == {1}
+        database.dispose()
+        print(
+            f"kill -9 with {len(acked)} acknowledged ({len(owed)} not yet answered, "
+            f"{len(committed)} committed); all owed answered once after the restart; "
+            f"{len(again)} answered a second time"
         )
 
 

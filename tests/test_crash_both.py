@@ -96,7 +96,7 @@ async def test_kill_9_mid_burst_over_slack_and_matrix(
             sender.start()
             await asyncio.gather(killer(), *(burst.sign(u, "1") for u in users))
             await asyncio.to_thread(sender.join)
-            first = slack_replies(fake)
+            first = slack_replies(fake, burst)
             committed = signed_ids(database, "slack")  # what the killed bot had committed
             matrix_committed = signed_ids(database, "matrix")
             matrix_answered_before = {reply_target(e) for e in world.bot_events(room, 400)}
@@ -134,7 +134,7 @@ async def test_kill_9_mid_burst_over_slack_and_matrix(
             await asyncio.sleep(2)  # anything answered twice would show by now
             assert await stop_bot(bot) == 0
 
-    answers = slack_replies(fake)
+    answers = slack_replies(fake, burst)
     # Nothing answered twice on Slack: the killed bot's unanswered requests stay unanswered;
     # each retry says "You signed" exactly where it recorded the signature, else "already".
     assert {k: v for k, v in answers.items() if k.endswith("-1")} == first

@@ -13,7 +13,7 @@ from fakeslack import DEFAULT_SECRET, FakeSlack, sign_request, slash_command_bod
 from helpers import create_example_letter
 from pg_server import _free_port
 from process_support import slack_bot_env, spawn_bot, stop_bot, wait_healthy
-from slack_support import burst_roster, reply_text
+from slack_support import burst_roster, inline_answer, reply_text
 from sqlmodel import select
 
 from bot.db import Database
@@ -35,6 +35,9 @@ async def _sign(http: aiohttp.ClientSession, url: str, fake: FakeSlack, user: st
     headers = {"Content-Type": form, **sign_request(DEFAULT_SECRET, body)}
     async with http.post(url, data=body, headers=headers) as response:
         assert response.status == 200
+        answer = inline_answer(response.status, await response.text())
+    if answer is not None:  # answered in the acknowledgement
+        return reply_text(answer)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         calls = [c for c in fake.calls_to("response_url") if c.path.endswith(token)]

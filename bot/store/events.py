@@ -20,7 +20,8 @@ from sqlmodel import Session, col, select
 from bot.models import HandledEvent
 from bot.models._types import utcnow
 
-RECEIVED = "received"
+RECEIVED = "received"  # acknowledged without its answer, not run yet (kept by `receive`)
+RUNNING = "running"  # claimed by the command's own transaction (never seen committed)
 DONE = "done"
 
 
@@ -58,7 +59,11 @@ def receive(
     invocation: Any,
     reply_to: dict[str, Any],
 ) -> bool:
-    """Keep an acknowledged command that has not run yet; False if the event is already known."""
+    """Keep a command that is acknowledged without its answer: its answer is owed from now on.
+
+    True when the command had not committed yet (it is kept, to be run after a restart); False
+    when it had (its row, done, is marked owed again: the answer it recorded was not sent).
+    """
     try:
         with session.begin_nested():
             session.add(
@@ -71,6 +76,11 @@ def receive(
                 )
             )
     except IntegrityError:
+        session.execute(
+            update(HandledEvent)
+            .where(col(HandledEvent.platform) == platform, col(HandledEvent.event_id) == event_id)
+            .values(answered_at=None)
+        )
         return False
     return True
 
@@ -82,12 +92,21 @@ def record(
     event_id: str,
     replies: Sequence[Any],
     reply_to: dict[str, Any] | None,
+    answered: bool = False,
 ) -> None:
-    """Mark the event done with the replies owed for it, in the command's transaction."""
+    """Mark the event done with its replies, in the command's transaction.
+
+    `answered`: the replies go out with the acknowledgement itself (a slash command answered
+    in time), so nothing is owed once it commits; a bot killed before acknowledging leaves an
+    unacknowledged command, which Slack reports to the user as failed. A command kept by
+    `receive` (acknowledged without its answer) stays owed whatever `answered` says.
+    """
     data = pickle.dumps(list(replies), pickle.HIGHEST_PROTOCOL)
     row = get_event(session, platform=platform, event_id=event_id)
     if row is None:
         row = HandledEvent(platform=platform, event_id=event_id)
+    if answered and row.state == RUNNING:
+        row.answered_at = utcnow()
     row.state = DONE
     row.replies = data
     row.invocation = None
@@ -134,7 +153,7 @@ def claim(session: Session, *, platform: str, event_id: str) -> HandledEvent | N
         return row if row.state == DONE else None
     try:
         with session.begin_nested():
-            session.add(HandledEvent(platform=platform, event_id=event_id, state=RECEIVED))
+            session.add(HandledEvent(platform=platform, event_id=event_id, state=RUNNING))
     except IntegrityError:
         row = get_event(session, platform=platform, event_id=event_id)
         return row if row is not None and row.state == DONE else None

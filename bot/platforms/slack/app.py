@@ -24,6 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import ConfigError, Settings
 from bot.platforms.base import Platform
+from bot.platforms.slack.answers import AnswerBook
 from bot.platforms.slack.listeners import SlackListeners, repair_form_body
 from bot.platforms.slack.outbound import SlackOutbound
 
@@ -33,11 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RATE_LIMIT_RETRIES = 3
-# A reply waits at most this long for requests being acknowledged (SlackPlatform._acks_first).
-ACKS_FIRST_SECONDS = 1.0
-# ...and requests count as still coming until none has arrived for this long (a burst's requests
-# come well under a millisecond apart; one user's command waits a few ms at most).
-ACKS_QUIET_SECONDS = 0.01
 
 
 class SlackPlatform(SlackListeners, SlackOutbound, Platform):
@@ -75,11 +71,7 @@ class SlackPlatform(SlackListeners, SlackOutbound, Platform):
         self._socket: AsyncSocketModeHandler | None = None
         self.port: int | None = None
         self._http: aiohttp.ClientSession | None = None
-        self._acking = 0  # requests received and not yet answered (acknowledged)
-        self._last_request = 0.0  # loop time of the latest request's arrival
-        self._quiet = asyncio.Event()  # set: no request in flight or arriving
-        self._quiet.set()
-        self._quiet_check: asyncio.TimerHandle | None = None
+        self._answers: AnswerBook | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -101,8 +93,13 @@ class SlackPlatform(SlackListeners, SlackOutbound, Platform):
             request_verification_enabled=self.config.mode == "http",
             ignoring_self_events_enabled=True,
             raise_error_for_unhandled_request=False,
+            # The listener decides when to acknowledge, and with what: a slash command's answer
+            # goes in its acknowledgement. (Otherwise Bolt polls every 10 ms for the ack.)
+            process_before_response=True,
         )
         self._http = aiohttp.ClientSession()
+        self._answers = AnswerBook(bot, self.deliver_owed)
+        self._answers.start()
         self._register(self.app)
         if self.config.mode == "http":
             await self._start_http()
@@ -118,6 +115,9 @@ class SlackPlatform(SlackListeners, SlackOutbound, Platform):
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._answers is not None:
+            await self._answers.stop()
+            self._answers = None
         if self.client is not None and self.client.session is not None:
             await self.client.session.close()
         if self._http is not None:
@@ -142,48 +142,15 @@ class SlackPlatform(SlackListeners, SlackOutbound, Platform):
 
     async def _http_endpoint(self, request: web.Request) -> web.Response:
         assert self.app is not None
-        self._acking += 1
-        self._last_request = asyncio.get_running_loop().time()
-        self._quiet.clear()
-        try:
-            raw = await request.text()
-            bolt_request = AsyncBoltRequest(
-                body=raw,
-                query=request.query_string,
-                headers=request.headers,  # type: ignore[arg-type]
-            )
-            repair_form_body(bolt_request)
-            response = await self.app.async_dispatch(bolt_request)
-            return await to_aiohttp_response(response)
-        finally:
-            self._acking -= 1
-            self._check_quiet()
-
-    async def _acks_first(self) -> None:
-        """Let requests being acknowledged go first, for at most ACKS_FIRST_SECONDS.
-
-        Slack gives an acknowledgement 3 s, after which the user sees an error; a reply through
-        response_url may come any time in 30 minutes. Under a burst, sending replies competed
-        with acknowledging for this process: acks came at half a bare Bolt app's rate
-        (bench/slack_sign.py). The command's work is already done and committed by now.
-        """
-        if not self._quiet.is_set():
-            try:
-                await asyncio.wait_for(self._quiet.wait(), ACKS_FIRST_SECONDS)
-            except TimeoutError:
-                pass
-
-    def _check_quiet(self) -> None:
-        """Set _quiet once nothing is in flight and nothing arrived for ACKS_QUIET_SECONDS."""
-        self._quiet_check = None
-        if self._acking or self._quiet.is_set():
-            return
-        loop = asyncio.get_running_loop()
-        remaining = self._last_request + ACKS_QUIET_SECONDS - loop.time()
-        if remaining <= 0:
-            self._quiet.set()
-        elif self._quiet_check is None:
-            self._quiet_check = loop.call_later(remaining, self._check_quiet)
+        raw = await request.text()
+        bolt_request = AsyncBoltRequest(
+            body=raw,
+            query=request.query_string,
+            headers=request.headers,  # type: ignore[arg-type]
+        )
+        repair_form_body(bolt_request)
+        response = await self.app.async_dispatch(bolt_request)
+        return await to_aiohttp_response(response)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         assert self._bot is not None

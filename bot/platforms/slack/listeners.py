@@ -1,7 +1,11 @@
 """Slack requests in: slash commands, buttons and app mentions become Invocations.
 
-Each listener acknowledges first (inside Slack's 3 s, before any database work), then runs the
-command and answers through the request's response_url (or an ephemeral message for a mention).
+A listener runs the command first and acknowledges after, within `[slack].answer_within`: a slash
+command's answer travels in the acknowledgement itself (Slack shows it at once, the way a signer
+waits for it), a button's or a mention's follows it through response_url or as an ephemeral
+message. A command that takes longer is journaled, then acknowledged, and answered when it
+commits (bot.platforms.slack.answers). The app runs with process_before_response, so nothing is
+acknowledged before the listener says so; work after the acknowledgement runs in its own task.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ from bot import publishing
 from bot.core import Invocation, Reply, apology
 from bot.platforms.base import render_reply
 from bot.platforms.slack import blocks as kit
+from bot.platforms.slack.answers import AnswerBook
 from bot.platforms.slack.email_match import EmailMatcher
 from bot.platforms.slack.outbound import join_channel
-from bot.store import events
 from bot.templating import escape_mrkdwn
 
 if TYPE_CHECKING:
@@ -61,8 +65,7 @@ class SlackListeners:
     _http: aiohttp.ClientSession | None
     _email_matcher: EmailMatcher | None = None
 
-    async def _acks_first(self) -> None:
-        """Overridden by SlackPlatform: wait while requests are being acknowledged."""
+    _answers: AnswerBook | None
 
     def _register(self, app: AsyncApp) -> None:
         app.command(re.compile(r"^/"))(self._on_command)  # unknown ones get "Unknown command"
@@ -82,8 +85,7 @@ class SlackListeners:
     async def _on_command(
         self, ack: Callable[..., Awaitable[None]], command: dict[str, Any]
     ) -> None:
-        await ack()  # inside Slack's 3 s, before any database work
-        respond = self._responder(command.get("response_url", ""))
+        response_url = command.get("response_url", "")
         invocation = Invocation(
             platform=self.name,
             channel=command.get("channel_id", ""),
@@ -92,8 +94,74 @@ class SlackListeners:
             args=split_args(command.get("text", "")),
             event_id=command.get("trigger_id", ""),
             display_name=command.get("user_name", ""),
+            # answered in the acknowledgement when it commits in time: nothing owed after that
+            reply_to=_reply_to(response_url, command.get("user_id", ""), "respond", inline=True),
         )
-        await self._run(invocation, respond)
+        replies = await self._run_before_ack(invocation, ack)
+        if replies is None:
+            return  # acknowledged without the answer, which follows when the command commits
+        respond = self._responder(response_url)
+        inline = _inline(replies)
+        if inline is not None:
+            await ack(**inline)
+            if _is_post(invocation, replies):
+                self._after_ack(self._membership_note(invocation, respond))
+            return
+        if self._answers is not None:
+            await self._answers.keep(invocation)  # too long for the ack: owed until sent
+        await ack()
+        self._after_ack(self._answer(replies, invocation, respond))
+
+    async def _run_before_ack(
+        self, invocation: Invocation, ack: Callable[..., Awaitable[None]]
+    ) -> list[Reply] | None:
+        """The command's replies if it committed within answer_within; else None, once it has
+        been journaled and acknowledged (its answer then follows through response_url)."""
+        task = asyncio.ensure_future(self._replies(invocation))
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.config.answer_within)
+        except TimeoutError:
+            pass
+        if self._answers is not None and invocation.reply_to is not None:
+            await self._answers.keep(invocation)
+        await ack()
+        respond = self._responder(str((invocation.reply_to or {}).get("response_url", "")))
+
+        async def answer_later() -> None:
+            await self._answer(await task, invocation, respond)
+
+        self._after_ack(answer_later())
+        return None
+
+    async def _replies(self, invocation: Invocation) -> list[Reply]:
+        assert self._bot is not None
+        try:
+            await self._link_by_email(invocation.user)
+            return await self._bot.handle(invocation)
+        except Exception as exc:  # noqa: BLE001 - answered with an error id, logged once
+            return [apology(invocation, exc)]
+
+    async def _answer(
+        self,
+        replies: list[Reply],
+        invocation: Invocation,
+        respond: Respond,
+        *,
+        replace: bool = False,
+    ) -> None:
+        """Send the replies after the acknowledgement, then record that they went out."""
+        for reply in replies:
+            await self._respond(reply, invocation, respond, replace=replace)
+        if self._answers is not None and invocation.reply_to is not None:
+            await self._answers.answered(invocation.event_id)
+        if _is_post(invocation, replies):
+            await self._membership_note(invocation, respond)
+
+    def _after_ack(self, work: Awaitable[None]) -> None:
+        if self._answers is not None:
+            self._answers.spawn(work)
+        else:
+            asyncio.ensure_future(work)
 
     def _responder(self, response_url: str) -> Respond:
         """Answers through response_url on the platform's one HTTP session.
@@ -126,18 +194,19 @@ class SlackListeners:
         return respond
 
     async def _run(
-        self, invocation: Invocation, respond: Respond, *, replace: bool = False
+        self,
+        invocation: Invocation,
+        respond: Respond,
+        ack: Callable[..., Awaitable[None]],
+        *,
+        replace: bool = False,
     ) -> None:
-        assert self._bot is not None
-        try:
-            await self._link_by_email(invocation.user)
-            replies = await self._bot.handle(invocation)
-        except Exception as exc:  # noqa: BLE001 - answered with an error id, logged once
-            replies = [apology(invocation, exc)]
-        for reply in replies:
-            await self._respond(reply, invocation, respond, replace=replace)
-        if _is_post(invocation, replies):
-            await self._membership_note(invocation, respond)
+        """A button or a mention: run, acknowledge, then answer (response_url / ephemeral)."""
+        replies = await self._run_before_ack(invocation, ack)
+        if replies is None:
+            return
+        await ack()
+        self._after_ack(self._answer(replies, invocation, respond, replace=replace))
 
     async def _membership_note(self, invocation: Invocation, respond: Respond) -> None:
         """`/cosign post` where the bot cannot post: say so now, not just in the log.
@@ -162,7 +231,6 @@ class SlackListeners:
     async def _respond(
         self, reply: Reply, invocation: Invocation, respond: Respond, *, replace: bool = False
     ) -> None:
-        await self._acks_first()
         text = render_reply(reply, "mrkdwn")
         blocks = kit.text_blocks(text)
         kind = "in_channel" if reply.visibility == "public" else "ephemeral"
@@ -209,6 +277,9 @@ class SlackListeners:
     ) -> None:
         """Sign opens a confirmation naming the member; nothing is recorded until Confirm."""
         await ack()
+        self._after_ack(self._confirm_sign(body))
+
+    async def _confirm_sign(self, body: dict[str, Any]) -> None:
         respond = self._responder(body.get("response_url", ""))
         assert self._bot is not None
         slug = _action_value(body)
@@ -218,7 +289,8 @@ class SlackListeners:
             publishing.member_label, self._bot.database, platform=self.name, external_id=user
         )
         if label is None:  # unknown account: the sign handler records the pending request
-            await self._run(self._button_invocation(body, "sign", slug), respond)
+            invocation = self._button_invocation(body, "sign", slug)
+            await self._answer(await self._replies(invocation), invocation, respond)
             return
         # read only: a Sign click in a channel the letter was not posted to adds no post there
         letter = await asyncio.to_thread(publishing.letter_view, self._bot.database, slug=slug)
@@ -232,23 +304,26 @@ class SlackListeners:
         )
 
     async def _on_confirm(self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]) -> None:
-        await ack()
         respond = self._responder(body.get("response_url", ""))
-        invocation = self._button_invocation(body, "sign", _action_value(body))
-        await self._run(invocation, respond, replace=True)
+        invocation = self._button_invocation(body, "sign", _action_value(body), replace=True)
+        await self._run(invocation, respond, ack, replace=True)
 
     async def _on_withdraw_button(
         self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]
     ) -> None:
-        await ack()
         respond = self._responder(body.get("response_url", ""))
-        await self._run(self._button_invocation(body, "unsign", _action_value(body)), respond)
+        invocation = self._button_invocation(body, "unsign", _action_value(body))
+        await self._run(invocation, respond, ack)
 
     async def _on_cancel(self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]) -> None:
         await ack()
         respond = self._responder(body.get("response_url", ""))
-        await respond(
-            text="Cancelled; nothing was signed.", response_type="ephemeral", replace_original=True
+        self._after_ack(
+            respond(
+                text="Cancelled; nothing was signed.",
+                response_type="ephemeral",
+                replace_original=True,
+            )
         )
 
     async def _on_unknown_action(
@@ -257,8 +332,13 @@ class SlackListeners:
         await ack()
         log.warning("slack: ignored unknown action %s", _action_id(body))
 
-    def _button_invocation(self, body: dict[str, Any], command: str, slug: str) -> Invocation:
+    def _button_invocation(
+        self, body: dict[str, Any], command: str, slug: str, *, replace: bool = False
+    ) -> Invocation:
         user = body.get("user") or {}
+        reply_to = _reply_to(body.get("response_url", ""), user.get("id", ""), "respond")
+        if replace:
+            reply_to["replace_original"] = True
         return Invocation(
             platform=self.name,
             channel=_channel(body),
@@ -268,19 +348,17 @@ class SlackListeners:
             thread=((body.get("container") or {}).get("message_ts")),
             event_id=body.get("trigger_id", ""),
             display_name=user.get("username") or user.get("name") or "",
+            reply_to=reply_to,
         )
 
     async def _on_mention(
         self, ack: Callable[..., Awaitable[None]], body: dict[str, Any], event: dict[str, Any]
     ) -> None:
-        """`@cosign sign` in a channel or in a letter's thread; Slack retries are handled once."""
-        await ack()
-        assert self._bot is not None and self.client is not None
-        event_id = body.get("event_id", "")
-        fresh = await asyncio.to_thread(self._claim_event, event_id)
-        if not fresh:
-            log.info("slack: event %s already handled (retry)", event_id)
-            return
+        """`@cosign sign` in a channel or in a letter's thread.
+
+        Slack retries an event it thinks failed (X-Slack-Retry-Num): the journal runs it once
+        (its event_id is claimed in the command's own transaction) and answers it once.
+        """
         words = split_args(_MENTION.sub("", event.get("text", ""), count=1))
         if not words or words[0].lower().lstrip("/!") not in COMMANDS:
             words = ["help"]
@@ -293,26 +371,59 @@ class SlackListeners:
             command=words[0].lower().lstrip("/!"),
             args=words[1:],
             thread=thread,
-            event_id=event_id,
+            event_id=body.get("event_id", ""),
+            reply_to={"ephemeral": True, "channel": channel, "user": user, "thread": thread},
         )
+        await self._run(invocation, self.ephemeral_responder(channel, user, thread), ack)
 
+    def ephemeral_responder(self, channel: str, user: str, thread: str | None) -> Respond:
         async def respond(text: str, blocks: list[Any] | None = None, **_: Any) -> None:
             assert self.client is not None
             await self.client.chat_postEphemeral(
                 channel=channel, user=user, text=text, blocks=blocks, thread_ts=thread
             )
 
-        await self._run(invocation, respond)
+        return respond
 
-    def _claim_event(self, event_id: str) -> bool:
-        assert self._bot is not None
-        if not event_id:
-            return True
-        with self._bot.database.session() as session:
-            return events.mark_handled(session, platform=self.name, event_id=event_id)
+    async def deliver_owed(
+        self, replies: list[Reply], invocation: Invocation | None, reply_to: dict[str, Any]
+    ) -> None:
+        """Send what the journal says is owed (AnswerBook.recover), as the live path would."""
+        if reply_to.get("ephemeral"):
+            channel, user = str(reply_to.get("channel", "")), str(reply_to.get("user", ""))
+            respond = self.ephemeral_responder(channel, user, reply_to.get("thread"))
+        else:
+            respond = self._responder(str(reply_to.get("response_url", "")))
+        target = invocation or Invocation(
+            platform=self.name,
+            channel=str(reply_to.get("channel", "")),
+            user=str(reply_to.get("user", "")),
+            command=str(reply_to.get("command", "sign")),
+        )
+        for reply in replies:
+            await self._respond(
+                reply, target, respond, replace=bool(reply_to.get("replace_original"))
+            )
 
 
 # --- request helpers ---------------------------------------------------------------------------
+
+
+def _reply_to(response_url: str, user: str, kind: str, *, inline: bool = False) -> dict[str, Any]:
+    """What a restarted bot needs to answer: the response_url (30 minutes, 5 uses) and who."""
+    return {"response_url": response_url, "user": user, "via": kind, "inline": inline}
+
+
+def _inline(replies: list[Reply]) -> dict[str, Any] | None:
+    """The acknowledgement's body for a slash command's replies, if they fit in one message."""
+    if len(replies) != 1:
+        return None if replies else {}
+    text = render_reply(replies[0], "mrkdwn")
+    blocks = kit.text_blocks(text)
+    if blocks is None:
+        return None  # too long: it goes as a file in a direct message, after the ack
+    kind = "in_channel" if replies[0].visibility == "public" else "ephemeral"
+    return {"text": kit.fallback(text), "blocks": blocks, "response_type": kind}
 
 
 def _is_post(invocation: Invocation, replies: list[Reply]) -> bool:
