@@ -22,6 +22,10 @@ LEASE = timedelta(minutes=2)
 # shares one database pass (on SQLite a write-locking transaction) instead of one each.
 MIN_PASS_GAP_SECONDS = 0.05
 MAX_BACKOFF = timedelta(minutes=15)
+# The one rule for giving up: a message is marked failed when an error that retrying cannot mend
+# (the channel does not exist, an unknown kind) ends its attempt number PERMANENT_ATTEMPTS or a
+# later one (every attempt counts). Any other failure is retried with back-off, without limit:
+# nothing is dropped because a platform was down or rate-limited for a while.
 PERMANENT_ATTEMPTS = 8
 
 
@@ -51,7 +55,10 @@ class OutboxDeliverer:
                 continue
             self.wakeup.clear()
             try:
-                await asyncio.wait_for(self.wakeup.wait(), timeout=self.bot.poll_seconds)
+                # Not wait_for: on Python 3.11 it swallows a cancel that arrives as the event is
+                # set (a notify during Bot.stop), and this loop then outlives the bot's stop.
+                async with asyncio.timeout(self.bot.poll_seconds):
+                    await self.wakeup.wait()
             except TimeoutError:
                 continue
             await asyncio.sleep(MIN_PASS_GAP_SECONDS)  # notifications meanwhile share one pass

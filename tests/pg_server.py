@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL cluster in a temp dir, for tests that stop and restart the server.
+"""A throwaway PostgreSQL cluster in a temp dir: for tests that stop and restart the server, and
+for the suite's PostgreSQL variants on a machine whose own server is not running (conftest.py).
 
 The machine's own server (127.0.0.1:5432) is shared by every test and CI; restarting it under the
 bot would disturb them, so this starts a private one on a free loopback port (initdb + pg_ctl,
@@ -13,6 +14,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
@@ -72,3 +75,19 @@ class ThrowawayPostgres:
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+
+@contextmanager
+def throwaway(stop_mode: str = "fast") -> Iterator[ThrowawayPostgres]:
+    """A started cluster, stopped and deleted on exit (even if a test already stopped it)."""
+    server = ThrowawayPostgres()
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        try:
+            server.stop(stop_mode)
+        except subprocess.CalledProcessError:  # not running: a test stopped it, or start failed
+            pass
+        server.remove()

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import EXPECTED, LETTER, ROOT, ROSTER, sign_everyone
+from conftest import make_settings
+from helpers import EXPECTED, LETTER, ROSTER, sign_everyone
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from bot.cli import app
+from bot.core import Dispatcher, Invocation
+from bot.db import Database
+from bot.platforms.base import render_reply
+from handlers import REGISTRY
 
 
 class Cli:
@@ -202,24 +208,30 @@ def test_bad_config_names_the_key(tmp_path: Path, db_url: str) -> None:
 
 def test_usage_errors_exit_2(cli: Cli) -> None:
     cli("letter", "frobnicate", code=2)
-    cli("compile", "interpol-2021", "--format", "pdf", code=2)
+    cli("compile", "interpol-2021", "--format", "rtf", code=2)
     cli("letter", "post", "interpol-2021", code=2)  # --to is required
 
 
-def test_real_process_exit_codes_and_python_m(tmp_path: Path, sqlite_url: str) -> None:
-    env = {"COSIGN_DATABASE__URL": sqlite_url, "PATH": "/usr/bin:/bin"}
+def test_real_process_exit_codes_and_python_m(tmp_path: Path) -> None:
+    """`python -m bot` from any directory works on the database the environment names."""
+    elsewhere = tmp_path / "elsewhere"  # not the checkout, and not where the database is
+    elsewhere.mkdir()
+    database = tmp_path / "fresh.db"
+    env = {"COSIGN_DATABASE__URL": f"sqlite:///{database}", "PATH": "/usr/bin:/bin"}
     ok = subprocess.run(
         [sys.executable, "-m", "bot", "db", "upgrade"],
-        cwd=tmp_path,
+        cwd=elsewhere,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert ok.returncode == 0, ok.stderr
+    with sqlite3.connect(database) as conn:  # migrated where the environment said
+        assert conn.execute("SELECT count(*) FROM letter").fetchone() == (0,)
     refused = subprocess.run(
         [sys.executable, "-m", "bot", "status", "nope"],
-        cwd=tmp_path,
+        cwd=elsewhere,
         env=env,
         capture_output=True,
         text=True,
@@ -227,4 +239,36 @@ def test_real_process_exit_codes_and_python_m(tmp_path: Path, sqlite_url: str) -
     )
     assert refused.returncode == 1
     assert refused.stderr == "cosign: no letter with slug 'nope'\n"
-    assert ROOT.exists()
+    assert list(elsewhere.iterdir()) == []  # no stray default cosign.db where it ran
+
+
+def test_coordinator_status_counts_signatures_given_to_an_earlier_text(
+    cli: Cli, db_url: str, tmp_path: Path
+) -> None:
+    cli("roster", "import", str(ROSTER))
+    cli("letter", "create", str(LETTER), "--deadline", "+3d")
+    cli("letter", "post", "interpol-2021", "--to", "console:#members")
+    database = Database(db_url)
+    dispatcher = Dispatcher(make_settings(db_url, tmp_path), database, REGISTRY)
+
+    def say(user: str, command: str) -> str:
+        (reply,) = dispatcher.dispatch(Invocation("console", "#members", user, command))
+        return render_reply(reply, "text")
+
+    for member_id in ("au-abetz", "uk-alton", "au-antic"):
+        assert "You signed" in say(member_id, "sign")
+    assert "earlier text" not in say("coordinator", "status")
+    revised = tmp_path / "revised.md"
+    revised.write_text(
+        LETTER.read_text(encoding="utf-8").replace("Dear Ministers,", "Dear Honourable Ministers,"),
+        encoding="utf-8",
+    )
+    assert cli("letter", "update", str(revised)).stdout.strip() == "updated interpol-2021"
+    assert "You signed" in say("be-cogolati", "sign")  # the new text
+    assert "withdrawn" in say("uk-alton", "unsign")  # withdrawn: no longer counted
+    coordinator_view = say("coordinator", "status")
+    assert "3 signatures" in coordinator_view
+    assert "2 of them signed an earlier text of the letter." in coordinator_view
+    assert "2 of them signed an earlier text" in cli("status", "interpol-2021").stdout
+    assert "earlier text" not in say("au-abetz", "status")  # members are not told
+    database.dispose()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from pathlib import Path
+from types import NoneType
 
 import pytest
+from conftest import make_settings
 from helpers import create_example_letter, import_example_roster
 
 from bot.config import Settings
@@ -14,6 +17,7 @@ from bot.db import Database
 from bot.models._types import utcnow
 from bot.platforms.base import render_reply
 from bot.store import audit, members, signatures
+from bot.templating import Safe, escape_for
 from handlers import REGISTRY
 
 
@@ -97,8 +101,23 @@ def test_coordinator_commands_refuse_members_and_strangers(
     for user in ("au-abetz", "stranger"):  # `cosign help` is everyone's help for them (§5)
         text = say(dispatcher, user, "cosign", "help")
         assert "!status [SLUG]" in text and "Coordinator commands" not in text
-    # A roster member with role coordinator is a coordinator on the console.
     assert "Coordinator commands" in say(dispatcher, "coordinator", "cosign", "help")
+
+
+def test_a_roster_member_with_role_coordinator_is_a_coordinator(
+    database: Database,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    # No configured coordinator accounts: the roster's role is the only thing that can make one.
+    unconfigured = make_settings(settings.database.url, tmp_path, coordinators={"console": []})
+    assert unconfigured.coordinators.for_platform("console") == []
+    import_example_roster(database)  # "coordinator" has role coordinator there
+    dispatcher = Dispatcher(unconfigured, database, REGISTRY)
+    create_example_letter(database, unconfigured)
+    assert "Coordinator commands" in say(dispatcher, "coordinator", "cosign", "help")
+    assert "open for signing" in say(dispatcher, "coordinator", "cosign", "post", "interpol-2021")
+    assert "Only coordinators" in say(dispatcher, "au-abetz", "cosign", "close", "interpol-2021")
 
 
 def test_draft_cannot_be_signed_and_post_opens_it(
@@ -261,9 +280,50 @@ def test_help_lists_commands_with_platform_prefix(dispatcher: Dispatcher) -> Non
     assert "!cosign help" in say(dispatcher, "coordinator", "help")
 
 
-def test_reply_objects_are_platform_neutral(dispatcher: Dispatcher) -> None:
-    (reply,) = dispatcher.dispatch(Invocation("console", "#a", "au-abetz", "help"))
-    assert isinstance(reply, Reply) and reply.template.startswith("replies/")
+def _plain(value: object) -> bool:
+    """Plain data all the way down: nothing already formatted for one platform (Safe)."""
+    if isinstance(value, dict):
+        return all(_plain(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    return not isinstance(value, Safe) and isinstance(value, str | int | float | bool | NoneType)
+
+
+def test_reply_objects_are_platform_neutral(
+    dispatcher: Dispatcher, database: Database, settings: Settings
+) -> None:
+    letter = create_example_letter(database, settings, post_to=["console:#members", "slack:C1"])
+    with database.session() as session:
+        abetz = members.get_member(session, member_id="au-abetz")
+        assert abetz is not None
+        members.link_identity(
+            session,
+            platform="slack",
+            external_id="UABETZ",
+            member=abetz,
+            linked_via="test",
+            linked_by="test",
+        )
+
+    def sign(platform: str, user: str, channel: str) -> Reply:
+        (reply,) = dispatcher.dispatch(Invocation(platform, channel, user, "sign"))
+        return reply
+
+    on_slack = sign("slack", "UABETZ", "C1")
+    assert "withdrawn" in say(dispatcher, "UABETZ", "unsign", platform="slack", channel="C1")
+    on_console = sign("console", "au-abetz", "#members")
+    # The same command gets the same answer on every platform: data, not markup.
+    assert on_slack.template == on_console.template == "replies/signed.j2"
+    assert on_slack.context == on_console.context
+    assert on_slack.visibility == on_console.visibility == "private"
+    assert _plain(on_slack.context)
+    # Each adapter renders that one reply in its own markup.
+    marks = {"text": "{}", "mrkdwn": "*{}*", "md": "**{}**", "html": "<b>{}</b>"}
+    for fmt, mark in marks.items():
+        rendered = render_reply(on_slack, fmt)
+        assert mark.format(escape_for(fmt, letter.title)) in rendered, fmt
+        assert "Senator Eric Abetz" in rendered
+    assert "*" not in render_reply(on_slack, "text") and "<b>" not in render_reply(on_slack, "md")
 
 
 def test_member_status_gives_counts_not_a_wall_of_names_above_the_limit(
@@ -281,3 +341,24 @@ def test_member_status_gives_counts_not_a_wall_of_names_above_the_limit(
     assert "3 people signed: too many to list here" in member_view
     assert "Alton" not in member_view
     assert "Lord (David) Alton (United Kingdom)" in say(dispatcher, "coordinator", "status")
+
+
+def test_letters_shows_drafts_to_coordinators_only(
+    dispatcher: Dispatcher, database: Database, settings: Settings
+) -> None:
+    create_example_letter(database, settings, post_to=["console:#members"])
+    draft = (
+        create_example_letter.__globals__["LETTER"]
+        .read_text()
+        .replace('slug = "interpol-2021"', 'slug = "next-one"')
+        .replace('title = "Candidacy of', 'title = "Draft: Candidacy of')
+    )
+    create_example_letter(database, settings, text=draft)  # not posted: still a draft
+    member_view = say(dispatcher, "au-abetz", "letters")
+    assert "interpol-2021" in member_view and ", open," in member_view
+    assert "next-one" not in member_view and "Draft:" not in member_view
+    assert "next-one" not in say(dispatcher, "stranger", "letters")
+    coordinator_view = say(dispatcher, "coordinator", "letters")
+    assert "interpol-2021" in coordinator_view
+    draft_line = next(line for line in coordinator_view.splitlines() if "next-one" in line)
+    assert "Draft: Candidacy" in draft_line and ", draft," in draft_line

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pg_server
@@ -21,19 +21,13 @@ from bot.store import letters
 
 
 @pytest.fixture
-def private_postgres(tmp_path: Path):  # type: ignore[no-untyped-def]
+def private_postgres() -> Iterator[pg_server.ThrowawayPostgres]:
+    """A cluster of this test's own: the test really stops and starts it."""
     if not pg_server.available():
         pytest.skip("PostgreSQL server binaries are not installed")
-    server = pg_server.ThrowawayPostgres()
-    server.init()
-    server.start()
-    Database(server.url).upgrade()
-    yield server
-    try:
-        server.stop("immediate")
-    except Exception:  # noqa: BLE001 - already stopped by the test
-        pass
-    server.remove()
+    with pg_server.throwaway(stop_mode="immediate") as server:
+        Database(server.url).upgrade()
+        yield server
 
 
 async def test_postgres_restart_answers_try_again_and_recovers(
@@ -84,29 +78,32 @@ async def test_deadline_passed_while_down_compiles_within_one_tick_of_start(
         assert letter is not None
         letter.deadline = utcnow() - timedelta(minutes=10)
         session.add(letter)
-    tick = 5.0
+    # The second tick comes `tick` seconds after the first, and the first no earlier than the
+    # process start: a close less than `tick` after the spawn can only be the first tick's.
+    tick = 20.0
     env = bot_env(
         COSIGN_DATABASE__URL=sqlite_url,
         COSIGN_SCHEDULER__TICK_SECONDS=str(tick),
         COSIGN_LETTERS__OUTPUT_DIR=str(tmp_path / "out"),
     )
     log = tmp_path / "bot.log"
+    spawned_at = utcnow()
     process = await spawn_bot(env, tmp_path, log)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 2 * tick
         while time.monotonic() < deadline and not (tmp_path / "out/interpol-2021").exists():
             await asyncio.sleep(0.1)
     finally:
         assert await stop_bot(process) == 0
-    text = log.read_text()
-    started = re.search(r"^(\S+ \S+) INFO bot.serve: cosign running", text, re.M)
-    assert started, text
-    started_at = datetime.strptime(started.group(1), "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
     with database.session() as session:
         letter = letters.get_letter(session, slug="interpol-2021")
-        assert letter is not None and letter.id is not None and letter.state == "closed"
+        assert letter is not None and letter.id is not None
+        assert letter.state == "closed" and letter.closed_at is not None, log.read_text()
         compilation = letters.get_compilation(session, letter_pk=letter.id)
         assert compilation is not None
-    assert (compilation.compiled_at - started_at).total_seconds() < tick
+    # Closed by this bot (not before it started) and on its first tick (before any second one).
+    assert spawned_at <= letter.closed_at <= compilation.compiled_at
+    assert (compilation.compiled_at - spawned_at).total_seconds() < tick, log.read_text()
+    assert log.read_text().count("closed interpol-2021 at its deadline") == 1
     assert (tmp_path / "out/interpol-2021/letter.txt").exists()
     database.dispose()

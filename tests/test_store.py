@@ -157,17 +157,22 @@ def test_outbox_enqueue_is_idempotent_and_claims_are_exclusive(database: Databas
     with database.session() as session:
         (message,) = outbox.due(session, platforms=["console"], now=now + timedelta(seconds=1))
     assert message.id is not None
+    claimed_at = message.next_attempt_at + timedelta(seconds=1)  # due by its time from here on
+    lease = timedelta(minutes=1)
     with database.session() as session:
-        assert outbox.claim(session, message_id=message.id, now=now, lease=timedelta(minutes=1))
+        assert outbox.claim(session, message_id=message.id, now=claimed_at, lease=lease)
+    during = claimed_at + timedelta(seconds=30)
     with database.session() as session:
-        assert not outbox.claim(session, message_id=message.id, now=now, lease=timedelta(minutes=1))
-        assert outbox.due(session, platforms=["console"], now=now) == []
-    later = now + timedelta(minutes=2)  # the lease expired: a crashed sender's row comes back
+        assert not outbox.claim(session, message_id=message.id, now=during, lease=lease)
+        assert outbox.due(session, platforms=["console"], now=during) == []  # only the lease
+    later = claimed_at + timedelta(minutes=2)  # lease expired: a crashed sender's row comes back
     with database.session() as session:
-        assert outbox.claim(session, message_id=message.id, now=later, lease=timedelta(minutes=1))
+        assert [m.id for m in outbox.due(session, platforms=["console"], now=later)] == [message.id]
+        assert outbox.claim(session, message_id=message.id, now=later, lease=lease)
         outbox.mark_delivered(session, message_id=message.id, at=later)
     with database.session() as session:
         assert outbox.pending_count(session) == 0
+        assert outbox.due(session, platforms=["console"], now=later + timedelta(hours=1)) == []
 
 
 def test_audit_chain_verifies_and_detects_tampering(database: Database, settings: Settings) -> None:

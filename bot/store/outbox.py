@@ -11,9 +11,6 @@ from sqlmodel import Session, col, select
 
 from bot.models import OutboxMessage
 
-MAX_ATTEMPTS = 12
-
-
 QUEUED_MESSAGES = "cosign_queued_messages"  # session.info: this transaction queued something
 
 
