@@ -139,7 +139,9 @@ def close_and_announce(
     """Close, compile and enqueue the announcements, once; None if it was already closed."""
     if letter.state == LetterState.draft.value:
         raise CampaignError(f"{letter.slug} is a draft; post it before closing")
-    compilation = letters.close_letter(session, letter=letter, actor=actor, at=now)
+    compilation = letters.close_letter(
+        session, letter=letter, actor=actor, at=now, output=settings.output
+    )
     if compilation is None:
         return None
     assert letter.id is not None

@@ -23,12 +23,20 @@ from bot.campaign import (
     require_letter,
     status_view,
 )
-from bot.compile import FORMATS, render_letter
+from bot.compile import (
+    DOCUMENT_FORMATS,
+    FORMATS,
+    render_document,
+    render_letter,
+    sha256_hex,
+    signatory_lines,
+)
 from bot.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
 from bot.db import Database
 from bot.letterfile import LetterFileError, parse_letter
-from bot.models import LetterState
+from bot.models import Letter, LetterState
 from bot.models._types import utcnow
+from bot.receipts import AnchorError, parse_anchor
 from bot.roster import RosterError, export_roster, import_roster
 from bot.store import audit as audit_store
 from bot.store import letters as letter_store
@@ -279,6 +287,7 @@ def letter_close(slug: str) -> None:
         )
         if compilation is None:
             fail(f"{slug} is already closed")
+    _warn(compilation.warnings or [])
     typer.echo(
         f"closed {slug} with {compilation.signatory_count} signatures; "
         "the running bot writes and announces the compiled letter"
@@ -334,53 +343,155 @@ def status(
 @app.command("compile")
 def compile_letter(
     slug: str,
-    fmt: Annotated[str, typer.Option("--format", help="txt, md, html, csv or json.")] = "txt",
+    fmt: Annotated[
+        str, typer.Option("--format", help="txt, md, html, csv, json, pdf or docx.")
+    ] = "txt",
     out: Annotated[Path | None, typer.Option("--out", help="Write to FILE, not stdout.")] = None,
 ) -> None:
-    """A preview while the letter is open; the final text once it is closed."""
-    if fmt not in FORMATS:
-        typer.echo(f"cosign: --format must be one of {', '.join(FORMATS)}", err=True)
+    """A preview while the letter is open; the final text (or pdf/docx bytes) once closed."""
+    if fmt not in (*FORMATS, *DOCUMENT_FORMATS):
+        choices = ", ".join((*FORMATS, *DOCUMENT_FORMATS))
+        typer.echo(f"cosign: --format must be one of {choices}", err=True)
         raise typer.Exit(2)
+    if fmt in DOCUMENT_FORMATS and out is None and sys.stdout.isatty():
+        typer.echo(f"cosign: --format {fmt} writes a binary file: give --out FILE", err=True)
+        raise typer.Exit(2)
+    with opened() as (config, database), database.session() as session:
+        letter = require_letter(session, slug)
+        if fmt in DOCUMENT_FORMATS:
+            data, warnings = _document(session, config, letter, fmt)
+        else:
+            data, warnings = _text_output(session, letter, fmt).encode("utf-8"), []
+    if fmt == "pdf":
+        _warn(warnings)
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    try:
+        out.write_bytes(data)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}")
+    typer.echo(f"wrote {out}", err=True)
+
+
+def _text_output(session: Any, letter: Letter, fmt: str) -> str:
     from bot.store.signatures import signatories
 
-    with opened() as (_, database), database.session() as session:
-        letter = require_letter(session, slug)
-        assert letter.id is not None
-        compilation = letter_store.get_compilation(session, letter_pk=letter.id)
-        if compilation is not None and fmt in compilation.outputs:
-            text = compilation.outputs[fmt]
-        else:
-            text = render_letter(
-                letter_store.letter_text(letter), signatories(session, letter_pk=letter.id), fmt
-            )
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        out.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {out}", err=True)
+    assert letter.id is not None
+    compilation = letter_store.get_compilation(session, letter_pk=letter.id)
+    if compilation is not None and fmt in compilation.outputs:
+        return compilation.outputs[fmt]
+    return render_letter(
+        letter_store.letter_text(letter), signatories(session, letter_pk=letter.id), fmt
+    )
+
+
+def _document(
+    session: Any, config: Settings, letter: Letter, fmt: str
+) -> tuple[bytes, list[dict[str, Any]]]:
+    """The stored pdf/docx of a closed letter; a preview (with its font warnings) before."""
+    from bot.fonts import unprintable
+    from bot.names import group_signatories
+    from bot.pdf import PdfError, PrintOptions
+    from bot.store.signatures import signatories
+
+    assert letter.id is not None
+    compilation = letter_store.get_compilation(session, letter_pk=letter.id)
+    options = PrintOptions.from_settings(config.output)
+    text = letter_store.letter_text(letter)
+    try:
+        if compilation is not None:
+            assert compilation.id is not None
+            stored = letter_store.compiled_files(session, compilation_pk=compilation.id)
+            if fmt in stored:
+                return stored[fmt], list(compilation.warnings or [])
+            # Closed before pdf/docx existed: made now, from the signatory list it stored.
+            lines = _stored_lines(compilation.outputs.get("json", ""))
+            at = compilation.compiled_at
+            return render_document(text, lines, fmt, options=options, at=at), []
+        groups = group_signatories(signatories(session, letter_pk=letter.id))
+        data = render_document(text, signatory_lines(groups), fmt, options=options, at=utcnow())
+        if fmt != "pdf":
+            return data, []
+        found = unprintable(groups, options.font_set())
+        return data, [{"kind": "font", "message": person.message()} for person in found]
+    except PdfError as exc:
+        fail(str(exc))
+
+
+def _stored_lines(document: str) -> list[list[str]]:
+    """The signatory lines of a stored json output, group by group, as they were compiled."""
+    try:
+        groups = json.loads(document)["groups"]
+        return [[f"{s['name']} ({g['group']})" for s in g["signatories"]] for g in groups]
+    except (ValueError, KeyError, TypeError):
+        fail("the stored compilation has no signatory list to make this format from")
+
+
+def _warn(warnings: Sequence[dict[str, Any]]) -> None:
+    for warning in warnings:
+        typer.echo(f"cosign: warning: {warning.get('message', warning)}", err=True)
 
 
 @app.command("audit")
 def audit(
-    slug: str,
-    verify: Annotated[bool, typer.Option("--verify", help="Check the whole hash chain.")] = False,
+    slug: Annotated[str | None, typer.Argument(help="List this letter's events.")] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Check the whole hash chain and every receipt.")
+    ] = False,
+    anchor: Annotated[
+        list[str] | None,
+        typer.Option("--anchor", help="SEQ:HASH: an audit head to find in the chain (repeatable)."),
+    ] = None,
 ) -> None:
-    """A letter's audit events; --verify checks the whole chain and exits 1 if it is broken."""
+    """A letter's audit events; --verify checks the whole chain against every receipt and
+    --anchor, and exits 1 if anything is broken, deleted or rewritten."""
+    if slug is None and not verify and not anchor:
+        typer.echo("cosign: give a SLUG to list its events, or --verify / --anchor", err=True)
+        raise typer.Exit(2)
+    try:
+        anchors = [parse_anchor(raw) for raw in anchor or []]
+    except AnchorError as exc:
+        fail(str(exc))
+    verify = verify or bool(anchors)
     with opened() as (_, database), database.session() as session:
-        require_letter(session, slug)
-        for event in audit_store.list_events(session, letter_slug=slug):
-            detail = json.dumps(event.detail, ensure_ascii=False, sort_keys=True)
-            typer.echo(
-                f"{event.seq:>6} {iso_utc(event.at)} {event.actor} {event.action}"
-                f"{' ' + event.member_id if event.member_id else ''} {detail}"
-            )
-        problems = audit_store.verify_chain(session) if verify else []
+        if slug is not None:
+            require_letter(session, slug)
+            for event in audit_store.list_events(session, letter_slug=slug):
+                detail = json.dumps(event.detail, ensure_ascii=False, sort_keys=True)
+                typer.echo(
+                    f"{event.seq:>6} {iso_utc(event.at)} {event.actor} {event.action}"
+                    f"{' ' + event.member_id if event.member_id else ''} {detail}"
+                )
+        problems = audit_store.verify_chain(session, anchors=anchors) if verify else []
+        head = audit_store.chain_head(session)
     if verify:
         if problems:
             for problem in problems:
                 typer.echo(f"cosign: audit event {problem.seq}: {problem.reason}", err=True)
             fail(f"the audit chain is broken ({len(problems)} problem(s))")
-        typer.echo("audit chain verified: intact")
+        where = f" (head {head[0]}:{head[1]})" if head else ""
+        typer.echo(f"audit chain verified: intact{where}")
+
+
+@app.command("verify")
+def verify_file(
+    file: Annotated[Path, typer.Argument(help="A letter file: pdf, docx, txt, md, html, …")],
+) -> None:
+    """Say whether FILE is byte-identical to a stored compiled output; exit 1 if it is not."""
+    data = _read_bytes(file)
+    with opened() as (_, database), database.session() as session:
+        match = letter_store.find_output(session, data=data)
+    if match is None:
+        fail(
+            f"{file} is not byte-identical to any compiled output "
+            f"(SHA-256 {sha256_hex(data)[:16]}…)"
+        )
+    typer.echo(
+        f"{file} is the {match.format} of {match.slug}, version {match.version}, "
+        f"compiled {format_utc(match.compiled_at)}: byte-identical"
+    )
 
 
 # --- running ---------------------------------------------------------------------------------

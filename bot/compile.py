@@ -1,4 +1,5 @@
-"""Rendering a letter with its signatories into txt, md, html, csv and json (no I/O)."""
+"""Rendering a letter with its signatories into txt, md, html, csv and json, and (through
+bot.pdf and bot.docx_output, imported only when used) pdf and docx (no I/O)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import nh3
 from markdown_it import MarkdownIt
@@ -16,8 +19,12 @@ from bot.names import Signatory, SignatoryGroup, group_signatories
 from bot.templating import Safe, render
 from bot.timeutil import iso_utc
 
+if TYPE_CHECKING:
+    from bot.pdf import PrintOptions
+
 FORMATS = ("txt", "md", "html", "csv", "json")
 LETTER_FILES = ("txt", "md", "html")
+DOCUMENT_FORMATS = ("pdf", "docx")  # bytes, not text: stored as CompiledFile rows
 
 # html=False: raw HTML in the letter body is shown as text, never passed through.
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
@@ -104,6 +111,31 @@ def render_letter(
     return render("letter.html.j2", "html", body_html=Safe(body_to_html(letter.body)), **context)
 
 
+def signatory_lines(groups: Sequence[SignatoryGroup]) -> list[list[str]]:
+    """The signatory block as the documents print it: each group's lines, in letter order."""
+    return [[s.line for s in group.signatories] for group in groups]
+
+
+def render_document(
+    letter: LetterText,
+    lines: Sequence[Sequence[str]],
+    fmt: str,
+    *,
+    options: PrintOptions,
+    at: datetime,
+) -> bytes:
+    """pdf or docx bytes of the letter with its signatory lines (see signatory_lines)."""
+    if fmt == "pdf":
+        from bot.pdf import render_pdf
+
+        return render_pdf(letter, lines, options=options, at=at)
+    if fmt == "docx":
+        from bot.docx_output import render_docx
+
+        return render_docx(letter, lines, page_size=options.page_size, at=at)
+    raise ValueError(f"unknown document format {fmt!r}; choose one of {DOCUMENT_FORMATS}")
+
+
 def render_csv(groups: Sequence[SignatoryGroup]) -> str:
     """Signatories in letter order; cells starting with = + - @ get a quote (formula injection)."""
     out = io.StringIO()
@@ -156,5 +188,6 @@ def render_json(letter: LetterText, groups: Sequence[SignatoryGroup]) -> str:
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
 
 
-def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def sha256_hex(text: str | bytes) -> str:
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return hashlib.sha256(data).hexdigest()

@@ -65,6 +65,7 @@ class LettersSettings(_Section):
     timezone: str = "UTC"
     output_dir: Path = Path("out")
     public_signatories: bool = True
+    send_copies: bool = True  # each signatory gets the published PDF by direct message (§10)
 
     @field_validator("timezone")
     @classmethod
@@ -115,6 +116,51 @@ class CoordinatorsSettings(_Section):
 
     def for_platform(self, platform: str) -> list[str]:
         return list(getattr(self, platform, []) or [])
+
+
+PAGE_SIZES = {"a4": "A4", "letter": "Letter"}
+LETTERHEAD_SUFFIXES = (".typ", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
+FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc")
+
+
+class OutputSettings(_Section):
+    """How the PDF is laid out (DESIGN.md §10): paper, a letterhead, extra fonts."""
+
+    page_size: str = "A4"
+    letterhead: Path | None = None
+    fonts: list[Path] = Field(default_factory=list)
+
+    @field_validator("page_size")
+    @classmethod
+    def _page_size(cls, value: str) -> str:
+        try:
+            return PAGE_SIZES[value.strip().lower()]
+        except KeyError:
+            raise ValueError(f"unknown page size {value!r}; use A4 or Letter") from None
+
+    @field_validator("letterhead", mode="before")
+    @classmethod
+    def _letterhead(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None  # "" in bot.toml: no letterhead
+        path = Path(str(value))
+        if path.suffix.lower() not in LETTERHEAD_SUFFIXES:
+            raise ValueError(
+                f"{path} is not a Typst file or an image ({', '.join(LETTERHEAD_SUFFIXES)})"
+            )
+        if not path.is_file():
+            raise ValueError(f"file not found: {path}")
+        return path
+
+    @field_validator("fonts")
+    @classmethod
+    def _fonts(cls, value: list[Path]) -> list[Path]:
+        for path in value:
+            if path.suffix.lower() not in FONT_SUFFIXES:
+                raise ValueError(f"{path} is not a font file ({', '.join(FONT_SUFFIXES)})")
+            if not path.is_file():
+                raise ValueError(f"font file not found: {path}")
+        return value
 
 
 class ConsoleSettings(_Section):
@@ -179,6 +225,7 @@ class Settings(BaseSettings):
     letters: LettersSettings = Field(default_factory=LettersSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     coordinators: CoordinatorsSettings = Field(default_factory=CoordinatorsSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     matrix: MatrixSettings = Field(default_factory=MatrixSettings)

@@ -10,15 +10,17 @@ import asyncio
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session
 
 from bot.campaign import close_and_announce, enqueue_reminder
 from bot.models import Letter, LetterState
 from bot.models._types import utcnow
+from bot.receipts import receipt_json
 from bot.store import letters
 
 if TYPE_CHECKING:
@@ -31,7 +33,10 @@ OUTPUT_FILES = {
     "md": "letter.md",
     "html": "letter.html",
     "csv": "signatories.csv",
+    "pdf": "letter.pdf",
+    "docx": "letter.docx",
 }
+RECEIPT_FILE = "receipt.json"
 
 
 class Scheduler:
@@ -131,8 +136,12 @@ class Scheduler:
             with self.bot.database.session() as session:
                 letter = session.get(Letter, compilation.letter_pk)
                 assert letter is not None
+                assert compilation.id is not None
+                files = letters.compiled_files(session, compilation_pk=compilation.id)
                 write_outputs(
-                    self.bot.settings.letters.output_dir / letter.slug, compilation.outputs
+                    self.bot.settings.letters.output_dir / letter.slug,
+                    {**compilation.outputs, **files},
+                    receipt=compilation.receipt,
                 )
                 row = letters.get_compilation(session, letter_pk=compilation.letter_pk)
                 if row is not None:
@@ -141,16 +150,27 @@ class Scheduler:
             log.info("wrote %s", self.bot.settings.letters.output_dir / letter.slug)
 
 
-def write_outputs(directory: Path, outputs: dict[str, str]) -> None:
-    """Write each file atomically (temp file + rename): a reader never sees half a letter."""
+def write_outputs(
+    directory: Path, outputs: Mapping[str, str | bytes], *, receipt: Mapping[str, Any] | None = None
+) -> None:
+    """Write each file atomically (temp file + rename): a reader never sees half a letter.
+
+    Text outputs as UTF-8, pdf and docx as the stored bytes, and receipt.json when there is a
+    receipt (compilations made before receipts existed have none).
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    files: dict[str, bytes] = {}
     for fmt, filename in OUTPUT_FILES.items():
-        if fmt not in outputs:
-            continue
+        body = outputs.get(fmt)
+        if body is not None:
+            files[filename] = body.encode("utf-8") if isinstance(body, str) else body
+    if receipt is not None:
+        files[RECEIPT_FILE] = receipt_json(receipt).encode("utf-8")
+    for filename, data in files.items():
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{filename}.")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                handle.write(outputs[fmt])
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
             os.replace(tmp, directory / filename)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.models.audit import AuditEvent
 from bot.models.event import HandledEvent
-from bot.models.letter import Compilation, Letter, LetterState, Post, Reminder
+from bot.models.letter import Compilation, CompiledFile, Letter, LetterState, Post, Reminder
 from bot.models.matrix import MatrixSyncState
 from bot.models.member import Identity, Member, PendingRequest, Role
 from bot.models.outbox import OutboxMessage
@@ -13,6 +13,7 @@ from bot.models.signature import Signature
 __all__ = [
     "AuditEvent",
     "Compilation",
+    "CompiledFile",
     "HandledEvent",
     "Identity",
     "Letter",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from bot.models._types import UTCDateTime, utcnow
@@ -69,7 +70,12 @@ class Reminder(SQLModel, table=True):
 
 
 class Compilation(SQLModel, table=True):
-    """The final text of a closed letter; the unique letter_pk makes compilation happen once."""
+    """The final text of a closed letter; the unique letter_pk makes compilation happen once.
+
+    `outputs` holds the text formats; pdf and docx are CompiledFile rows (not loaded with it);
+    `sha256` covers all of them. `receipt` (DESIGN.md §10) and `warnings` (names the PDF cannot
+    draw) are None for compilations made before they existed.
+    """
 
     id: int | None = Field(default=None, primary_key=True)
     letter_pk: int = Field(foreign_key="letter.id", unique=True)
@@ -78,3 +84,20 @@ class Compilation(SQLModel, table=True):
     outputs: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     sha256: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     files_written_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    receipt: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    warnings: list[dict[str, Any]] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
+
+
+class CompiledFile(SQLModel, table=True):
+    """A binary output of a compilation (pdf, docx): the exact bytes published and verified."""
+
+    __table_args__ = (UniqueConstraint("compilation_pk", "format", name="uq_compiled_file_format"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    compilation_pk: int = Field(foreign_key="compilation.id", index=True)
+    format: str = Field(max_length=10)
+    sha256: str = Field(max_length=64, index=True)
+    size: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

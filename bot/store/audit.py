@@ -14,8 +14,9 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from bot.db import is_postgres
-from bot.models import AuditEvent
+from bot.models import AuditEvent, Compilation
 from bot.models._types import utcnow
+from bot.receipts import Anchor, receipt_head
 from bot.timeutil import iso_utc
 
 GENESIS = "0" * 64
@@ -107,6 +108,12 @@ def _forget_tail(session: Session, previous_transaction: object) -> None:
     session.info.pop(_TAIL, None)
 
 
+def chain_head(session: Session) -> tuple[int, str] | None:
+    """(seq, hash) of the newest event, or None for an empty chain."""
+    last = session.execute(_CHAIN_END).first()
+    return (last[0], last[1]) if last else None
+
+
 def list_events(session: Session, *, letter_slug: str) -> Sequence[AuditEvent]:
     query = select(AuditEvent).where(AuditEvent.letter_slug == letter_slug)
     return session.exec(query.order_by(col(AuditEvent.seq))).all()
@@ -118,8 +125,16 @@ class ChainProblem:
     reason: str
 
 
-def verify_chain(session: Session) -> list[ChainProblem]:
-    """Recompute the whole chain; any edited, removed or reordered row shows up as a problem."""
+def verify_chain(session: Session, *, anchors: Sequence[Anchor] = ()) -> list[ChainProblem]:
+    """Recompute the whole chain; any edited, removed or reordered row shows up as a problem.
+
+    Then hold it against every stored receipt and each anchor (a head copied from a receipt or
+    from chat): the event each names must still be there with the same hash, so deleting the
+    newest events, or rewriting events and recomputing every hash after them, is caught too.
+    """
+    receipts = _receipts(session)
+    wanted = {head.seq for _, _, head in receipts} | {anchor.seq for anchor in anchors}
+    kept: dict[int, AuditEvent] = {}
     problems: list[ChainProblem] = []
     prev_hash = GENESIS
     expected_seq = 1
@@ -140,8 +155,65 @@ def verify_chain(session: Session) -> list[ChainProblem]:
         )
         if recomputed != event.hash:
             problems.append(ChainProblem(event.seq, "hash does not match the event's content"))
+        if event.seq in wanted:
+            kept[event.seq] = event
         prev_hash = event.hash
         expected_seq = event.seq + 1
+    end = expected_seq - 1
+    for compilation, receipt, head in receipts:
+        problems.extend(_check_receipt(compilation, receipt, head, kept.get(head.seq), end))
+    for anchor in anchors:
+        named = kept.get(anchor.seq)
+        if named is None or not anchor.matches(named.hash):
+            problems.append(ChainProblem(anchor.seq, f"audit head {anchor} is not in the chain"))
+    return problems
+
+
+def _receipts(session: Session) -> list[tuple[Compilation, dict[str, Any], Anchor]]:
+    found = []
+    for compilation in session.exec(select(Compilation).order_by(col(Compilation.id))).all():
+        receipt = compilation.receipt
+        head = receipt_head(receipt) if isinstance(receipt, dict) else None
+        if receipt is not None and head is not None:
+            found.append((compilation, receipt, head))
+    return found
+
+
+def _check_receipt(
+    compilation: Compilation,
+    receipt: dict[str, Any],
+    head: Anchor,
+    event: AuditEvent | None,
+    end: int,
+) -> list[ChainProblem]:
+    """What is wrong between one receipt, its compilation and the event it names as head."""
+    name = f"the receipt of {receipt.get('slug')} (compiled {receipt.get('compiled_at')})"
+    if event is None:
+        where = f"the chain ends at {end}" if end < head.seq else "it is missing"
+        return [
+            ChainProblem(
+                head.seq,
+                f"{name} names audit event {head.seq}, but {where}: events were deleted",
+            )
+        ]
+    problems = []
+    if event.hash != head.hash:
+        problems.append(
+            ChainProblem(
+                head.seq,
+                f"{name} names audit event {head.seq} with hash {head.hash[:16]}…, but the "
+                f"chain has {event.hash[:16]}… there: events up to it were rewritten",
+            )
+        )
+    closed = event.action == "letter.closed" and event.letter_slug == receipt.get("slug")
+    if not closed or event.detail.get("sha256") != receipt.get("outputs"):
+        problems.append(
+            ChainProblem(head.seq, f"{name} does not match the letter.closed event it names")
+        )
+    if compilation.sha256 != receipt.get("outputs"):
+        problems.append(
+            ChainProblem(head.seq, f"{name} does not match the stored outputs' SHA-256")
+        )
     return problems
 
 

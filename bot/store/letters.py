@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from bot.compile import FORMATS, LetterText, render_formats, sha256_hex
-from bot.letterfile import LetterSource
-from bot.models import Compilation, Letter, LetterState, Post, Reminder
+from bot.compile import (
+    FORMATS,
+    LetterText,
+    render_document,
+    render_letter,
+    sha256_hex,
+    signatory_lines,
+)
+from bot.config import OutputSettings
+from bot.letterfile import LetterSource, letter_version
+from bot.models import Compilation, CompiledFile, Letter, LetterState, Post, Reminder
+from bot.names import SignatoryGroup, group_signatories
+from bot.receipts import build_receipt
 from bot.store import audit
 from bot.store.signatures import signatories
+
+if TYPE_CHECKING:
+    from bot.pdf import PrintOptions
 
 
 def get_letter(session: Session, *, slug: str) -> Letter | None:
@@ -165,12 +181,19 @@ def letter_text(letter: Letter) -> LetterText:
 
 
 def close_letter(
-    session: Session, *, letter: Letter, actor: str, at: datetime
+    session: Session,
+    *,
+    letter: Letter,
+    actor: str,
+    at: datetime,
+    output: OutputSettings | None = None,
 ) -> Compilation | None:
     """Atomically close an open letter and compile it; None when someone else already closed it.
 
     The conditional UPDATE is the one gate: of two bots (or a bot and the CLI) racing here, only the
     one whose UPDATE matched the open row compiles, in the same transaction as the state change.
+    Every format is made here, pdf and docx included (`output`: `[output]`, defaults if None),
+    and the receipt names the `letter.closed` event appended in this same transaction.
     """
     result = session.execute(
         update(Letter)
@@ -184,28 +207,150 @@ def close_letter(
     assert letter.id is not None
     people = signatories(session, letter_pk=letter.id)
     text = letter_text(letter)
-    outputs = render_formats(text, people, FORMATS)
+    groups = group_signatories(people)
+    lines = signatory_lines(groups)
+    output = output or OutputSettings()
+    # Typst releases the GIL: the PDF is typeset in a thread while the other formats render.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cosign-pdf") as pool:
+        pdf = pool.submit(_pdf, text, lines, output, at)
+        outputs = {fmt: render_letter(text, people, fmt, groups=groups) for fmt in FORMATS}
+        plain = _plain_options(output.page_size)
+        docx = render_document(text, lines, "docx", options=plain, at=at)
+        pdf_bytes, options, warnings = pdf.result()
+    documents = {"pdf": pdf_bytes, "docx": docx}
+    warnings += _font_warnings(groups, options)
+    digests = {fmt: sha256_hex(body) for fmt, body in outputs.items()}
+    digests |= {fmt: sha256_hex(data) for fmt, data in documents.items()}
     compilation = Compilation(
         letter_pk=letter.id,
         compiled_at=at,
         signatory_count=len(people),
         outputs=outputs,
-        sha256={fmt: sha256_hex(body) for fmt, body in outputs.items()},
+        sha256=digests,
+        warnings=warnings,
     )
     session.add(compilation)
     session.flush()
-    audit.append(
+    assert compilation.id is not None
+    for fmt, data in documents.items():
+        session.add(
+            CompiledFile(
+                compilation_pk=compilation.id,
+                format=fmt,
+                sha256=digests[fmt],
+                size=len(data),
+                data=data,
+            )
+        )
+    closed = audit.append(
         session,
         actor=actor,
         action="letter.closed",
         letter_slug=letter.slug,
-        detail={"signatures": len(people), "sha256": compilation.sha256},
+        detail={"signatures": len(people), "sha256": digests, "version": letter.version},
     )
+    compilation.receipt = build_receipt(
+        slug=letter.slug,
+        version=letter.version,
+        text_sha256=letter_version(
+            title=letter.title,
+            date=letter.date,
+            addressees=list(letter.addressees),
+            body=letter.body,
+            closing=letter.closing,
+            signed_by=letter.signed_by,
+        ),
+        signatories=len(people),
+        outputs=digests,
+        head_seq=closed.seq,
+        head_hash=closed.hash,
+        compiled_at=at,
+    )
+    session.add(compilation)
+    session.flush()
     return compilation
+
+
+def _pdf(
+    text: LetterText, lines: list[list[str]], output: OutputSettings, at: datetime
+) -> tuple[bytes, PrintOptions, list[dict[str, Any]]]:
+    """The PDF, the options it was made with, and a warning if a letterhead or font failed.
+
+    A close is never refused for those (the deadline must close the letter): the PDF is made
+    without them then, and the coordinators' warning says so.
+    """
+    from bot.pdf import PdfError, PrintOptions
+
+    options = PrintOptions.from_settings(output)
+    try:
+        return render_document(text, lines, "pdf", options=options, at=at), options, []
+    except PdfError as exc:
+        plain = PrintOptions(page_size=options.page_size)
+        pdf = render_document(text, lines, "pdf", options=plain, at=at)
+        return pdf, plain, [{"kind": "pdf", "message": f"{exc}; the PDF was made without it"}]
+
+
+def _plain_options(page_size: str) -> PrintOptions:
+    """Print options with the page size alone (the DOCX uses nothing else); imported here, as
+    bot.pdf loads typst and fontTools, which most commands never need."""
+    from bot.pdf import PrintOptions
+
+    return PrintOptions(page_size=page_size)
+
+
+def _font_warnings(groups: list[SignatoryGroup], options: PrintOptions) -> list[dict[str, Any]]:
+    """Names the PDF's fonts cannot draw, for the CLI and the coordinators' closing summary."""
+    from bot.fonts import unprintable
+
+    return [
+        {"kind": "font", "message": person.message(), **person.as_json()}
+        for person in unprintable(groups, options.font_set())
+    ]
 
 
 def get_compilation(session: Session, *, letter_pk: int) -> Compilation | None:
     return session.exec(select(Compilation).where(Compilation.letter_pk == letter_pk)).first()
+
+
+def compiled_files(session: Session, *, compilation_pk: int) -> dict[str, bytes]:
+    """A compilation's binary outputs (pdf, docx) by format; {} for one made before them."""
+    rows = session.exec(
+        select(CompiledFile.format, CompiledFile.data).where(
+            CompiledFile.compilation_pk == compilation_pk
+        )
+    ).all()
+    return {fmt: bytes(data) for fmt, data in rows}
+
+
+@dataclass(frozen=True)
+class OutputMatch:
+    """Which stored output a file is byte-identical to."""
+
+    slug: str
+    version: str
+    format: str
+    compiled_at: datetime
+
+
+def find_output(session: Session, *, data: bytes) -> OutputMatch | None:
+    """The stored compiled output whose bytes are exactly `data`, if any (`cosign verify`)."""
+    digest = sha256_hex(data)
+    for compilation in session.exec(select(Compilation).order_by(col(Compilation.id))).all():
+        fmt = next((f for f, value in compilation.sha256.items() if value == digest), None)
+        if fmt is None:
+            continue
+        if fmt in compilation.outputs:
+            stored = compilation.outputs[fmt].encode("utf-8")
+        else:
+            assert compilation.id is not None
+            stored = compiled_files(session, compilation_pk=compilation.id).get(fmt, b"")
+        if stored != data:
+            continue
+        letter = session.get(Letter, compilation.letter_pk)
+        assert letter is not None
+        version = str((compilation.receipt or {}).get("version") or letter.version)
+        return OutputMatch(letter.slug, version, fmt, compilation.compiled_at)
+    return None
 
 
 def compilations_without_files(session: Session) -> Sequence[Compilation]:
