@@ -183,10 +183,10 @@ class Dispatcher:
         try:
             with self.database.session() as session:
                 if journaled:
-                    done = events.claim(
+                    claim = events.claim(
                         session, platform=invocation.platform, event_id=invocation.event_id
                     )
-                    if done is not None:  # a retry or a replay: it ran, and is answered once
+                    if not claim.run:  # a retry or a replay: it ran, and is answered once
                         return []
                 context = Context(self.settings, session, invocation, now or utcnow(), command)
                 if command.coordinator_only:
@@ -207,7 +207,7 @@ class Dispatcher:
                         event_id=invocation.event_id,
                         replies=[reply],
                         reply_to=invocation.reply_to,
-                        answered=bool((invocation.reply_to or {}).get("inline")),
+                        answered=claim.fresh and bool((invocation.reply_to or {}).get("inline")),
                     )
             return [reply]
         except CommandError as exc:

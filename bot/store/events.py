@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
+from sqlalchemy import select as sa_select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -94,26 +98,22 @@ def record(
     reply_to: dict[str, Any] | None,
     answered: bool = False,
 ) -> None:
-    """Mark the event done with its replies, in the command's transaction.
+    """Mark the claimed event done with its replies, in the command's transaction.
 
     `answered`: the replies go out with the acknowledgement itself (a slash command answered
     in time), so nothing is owed once it commits; a bot killed before acknowledging leaves an
-    unacknowledged command, which Slack reports to the user as failed. A command kept by
-    `receive` (acknowledged without its answer) stays owed whatever `answered` says.
+    unacknowledged command, which Slack reports to the user as failed. Pass it only for a fresh
+    claim: a command kept by `receive` (acknowledged without its answer) stays owed.
     """
-    data = pickle.dumps(list(replies), pickle.HIGHEST_PROTOCOL)
-    row = get_event(session, platform=platform, event_id=event_id)
-    if row is None:
-        row = HandledEvent(platform=platform, event_id=event_id)
-    if answered and row.state == RUNNING:
-        row.answered_at = utcnow()
-    row.state = DONE
-    row.replies = data
-    row.invocation = None
-    if reply_to is not None:
-        row.reply_to = reply_to
-    session.add(row)
-    session.flush()
+    params: dict[str, Any] = {
+        "b_platform": platform,
+        "b_event": event_id,
+        "b_replies": pickle.dumps(list(replies), pickle.HIGHEST_PROTOCOL),
+        "b_reply_to": reply_to,
+    }
+    if answered:
+        params["b_answered_at"] = utcnow()
+    session.connection().execute(_RECORD_ANSWERED if answered else _RECORD, params)
 
 
 def stored_replies(row: HandledEvent) -> list[Any]:
@@ -142,22 +142,57 @@ def mark_answered(
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def claim(session: Session, *, platform: str, event_id: str) -> HandledEvent | None:
-    """At the start of a journaled command: None to run it, or the row of a run that is done.
+@dataclass(frozen=True)
+class Claim:
+    """What a journaled command may do: run (or not: it ran, a replay), and whether this
+    transaction created its row (else `receive` kept it: acknowledged without its answer)."""
 
-    A concurrent delivery of the same event waits on the unique index (PostgreSQL) or on the
-    write lock (SQLite) until the first commits, then finds it done.
+    run: bool
+    fresh: bool
+
+
+_TABLE = HandledEvent.__table__  # type: ignore[attr-defined]
+# bind names other than the columns': SQLAlchemy reserves those in an INSERT's or UPDATE's values
+_KEY = (_TABLE.c.platform == bindparam("b_platform"), _TABLE.c.event_id == bindparam("b_event"))
+_STATE = sa_select(_TABLE.c.state).where(*_KEY)
+
+
+def _claim_statement(dialect: str) -> Any:
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert(_TABLE)
+        .values(
+            platform=bindparam("b_platform"),
+            event_id=bindparam("b_event"),
+            at=bindparam("b_at"),
+            state=RUNNING,
+        )
+        .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+        .returning(_TABLE.c.id)
+    )
+
+
+_CLAIM = {name: _claim_statement(name) for name in ("sqlite", "postgresql")}
+_RECORD = update(_TABLE).where(*_KEY).values(
+    state=DONE, replies=bindparam("b_replies"), invocation=None, reply_to=bindparam("b_reply_to")
+)
+_RECORD_ANSWERED = _RECORD.values(answered_at=bindparam("b_answered_at"))
+
+
+def claim(session: Session, *, platform: str, event_id: str) -> Claim:
+    """At the start of a journaled command, in its transaction: may it run?
+
+    Core statements, prebuilt: the journal is on every Slack command's path, and the ORM's way
+    (a query, a savepoint, an insert) cost more than the signature itself. A concurrent delivery
+    of the same event waits on the unique index (PostgreSQL) or on the write lock (SQLite) until
+    the first commits, then finds it done.
     """
-    row = get_event(session, platform=platform, event_id=event_id)
-    if row is not None:
-        return row if row.state == DONE else None
-    try:
-        with session.begin_nested():
-            session.add(HandledEvent(platform=platform, event_id=event_id, state=RUNNING))
-    except IntegrityError:
-        row = get_event(session, platform=platform, event_id=event_id)
-        return row if row is not None and row.state == DONE else None
-    return None
+    conn = session.connection()
+    params = {"b_platform": platform, "b_event": event_id, "b_at": utcnow()}
+    if conn.execute(_CLAIM[conn.dialect.name], params).first() is not None:
+        return Claim(run=True, fresh=True)
+    state = conn.execute(_STATE, params).scalar()
+    return Claim(run=state != DONE, fresh=False)
 
 
 def owed(
