@@ -28,6 +28,9 @@ Membership and scopes, as Slack enforces them: ``fake.add_channel(id, private=..
 declares a channel, ``fake.invite_bot(id)`` is a user's ``/invite @cosign`` (the only way into a
 private channel) and ``conversations.join`` joins public ones. ``fake.install(manifest)`` grants
 exactly the manifest's bot scopes and App Home settings (without it every scope is granted).
+Direct messages: chat.postMessage to a user id lands in the bot's IM with that user, a ``D…``
+conversation made once per user (``fake.ims``, ``fake.im_of(user)``), the one conversations.open
+(``im:write``) returns; ``fake.dms_readable_by(user)`` is what that user can read of it.
 
 Injected trouble: ``fake.rate_limit(method, times, retry_after)`` and
 ``fake.fail(method, error, times)``. Payload builders and ``sign_request`` at the bottom of the
@@ -392,6 +395,8 @@ class FakeSlack:
         self.channels: dict[str, dict[str, Any]] = {
             "C1": {"id": "C1", "name": "general", "is_member": True},
         }
+        #: user id -> the bot's IM (D…) with that user, made once, on first use
+        self.ims: dict[str, str] = {}
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.deleted: dict[tuple[str, str], dict[str, Any]] = {}
         self.ephemeral: list[dict[str, Any]] = []
@@ -520,7 +525,20 @@ class FakeSlack:
         """
         if self.app_home is not None and not self.app_home.get("messages_tab_enabled"):
             return []
-        return self.messages_in(f"D{user_id}")
+        im = self.ims.get(user_id)
+        return self.messages_in(im) if im else []
+
+    def im_of(self, user_id: str) -> str:
+        """The bot's direct message conversation with a user, created on first use, then always
+        the same one: conversations.open "opens or resumes" it (docs.slack.dev/reference/methods/
+        conversations.open), and chat.postMessage with the user id as ``channel`` posts there
+        (the app's DM with that user, shown in its App Home Messages tab). Its id is a real
+        conversation id (``D`` and 8+ characters): files.completeUploadExternal accepts it."""
+        if user_id not in self.ims:
+            im = self._next_id("D")
+            self.ims[user_id] = im
+            self.channels[im] = {"id": im, "is_im": True, "user": user_id, "is_member": True}
+        return self.ims[user_id]
 
     def add_method(self, method: str, handler: Handler) -> None:
         """Teach the fake another Web API method: ``handler(args, call) -> response dict``."""
@@ -707,7 +725,9 @@ class FakeSlack:
         if not isinstance(channel, str) or not channel:
             raise SlackError("channel_not_found")
         if channel[0] in "UW":
-            return f"D{channel}"
+            if self.strict_channels and channel not in self.users:
+                raise SlackError("channel_not_found")  # no such user: no DM to post in
+            return self.im_of(channel)
         info = self.channels.get(channel)
         if info is None:
             if self.strict_channels and not channel.startswith("D"):
@@ -854,10 +874,24 @@ class FakeSlack:
         users = str(args.get("users", ""))
         if not users:
             raise SlackError("users_list_not_supplied")
-        first = users.split(",")[0].strip()
+        listed = [u.strip() for u in users.split(",") if u.strip()]
+        # A bot token opens a 1:1 DM with im:write, a group DM with mpim:write (each method's
+        # "Scopes" and docs.slack.dev/reference/scopes/im.write): one scope does not stand in
+        # for the other.
+        needed = "im:write" if len(listed) == 1 else "mpim:write"
+        if not self._has_scope(needed):
+            assert self.scopes is not None
+            raise SlackError("missing_scope", needed=needed, provided=",".join(sorted(self.scopes)))
+        if len(listed) > 1:
+            raise SlackError("method_not_supported_for_channel_type")  # group DMs: not modelled
+        first = listed[0]
         if first not in self.users:
             raise SlackError("user_not_found")
-        return {"ok": True, "channel": {"id": f"D{first}"}}
+        existed = first in self.ims
+        channel = {"id": self.im_of(first)}
+        if existed:  # "resumes": the same conversation, flagged as already open
+            return {"ok": True, "no_op": True, "already_open": True, "channel": channel}
+        return {"ok": True, "channel": channel}
 
     def _conversations_join(self, args: dict[str, Any], call: Call) -> dict[str, Any]:
         """conversations.join (docs.slack.dev/reference/methods/conversations.join).

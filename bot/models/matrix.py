@@ -20,3 +20,17 @@ class MatrixSyncState(SQLModel, table=True):
     user_id: str = Field(max_length=255, unique=True)
     next_batch: str = Field(sa_column=Column(Text, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+
+
+class MatrixDirectRoom(SQLModel, table=True):
+    """The direct room the bot made for one Matrix user (DESIGN.md §8, direct messages).
+
+    Recorded here before anything is sent in it, so a redelivered outbox row, a restart or a
+    second replica reuses it instead of creating another (the account's ``m.direct`` lists it
+    too, for clients and as the fallback when this row is missing).
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(max_length=255, unique=True)
+    room_id: str = Field(max_length=255)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from bot import publishing
 from bot.core import Invocation, Reply, parse_text
+from bot.direct import DM
 from bot.models import OutboxMessage
 from bot.models._types import utcnow
 from bot.platforms.base import Delivery, Platform, render_message, render_reply
@@ -145,13 +146,15 @@ class ConsolePlatform(Platform):
         assert self._bot is not None
         text = await asyncio.to_thread(self._render_outbox, message)
         if text is not None:
-            self.emit(message.channel, text)
+            # A direct message goes to an account, not a channel (DESIGN.md §8).
+            where = f"dm @{message.channel}" if message.kind == DM else message.channel
+            self.emit(where, text)
         return Delivery.sent(message_id=f"console:{message.id}")
 
     def _render_outbox(self, message: OutboxMessage) -> str | None:
         assert self._bot is not None
         payload, database = message.payload, self._bot.database
-        if message.kind == "message":
+        if message.kind in ("message", DM):
             return render_message(self, payload, "text")
         if message.kind == "post_letter":
             post = publishing.letter_post(

@@ -10,6 +10,9 @@ silences notices whatever the room's notification setting, and these are what me
   of the ASCII-escaped JSON) is posted as a summary with the text as an ``m.file``.
 * ``message``: a reminder, deadline change or closing summary (template + context).
 * ``compiled``: the compiled letter as files (``.txt`` and ``.html``) after a summary.
+* ``dm``: a direct message to a member (template + context; the channel is their user id), in
+  the direct room ``bot.platforms.matrix.direct`` finds or makes; too large for one event, its
+  beginning plus the text as a file.
 * ``update_post``: an ``m.replace`` edit of the post with the full new content.
 
 Each send's transaction id derives from the outbox idempotency key (plus a part name), so a retry
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot import publishing
 from bot.db import Database
+from bot.direct import DM
 from bot.platforms.base import Delivery, Platform, render_message
 from bot.platforms.matrix.content import (
     MSGTYPE_TEXT,
@@ -33,6 +37,7 @@ from bot.platforms.matrix.content import (
     render_pair,
     txn_id,
 )
+from bot.platforms.matrix.direct import DirectRooms
 from bot.platforms.matrix.send import Sender
 from bot.timeutil import format_utc
 
@@ -45,25 +50,57 @@ HTML = "text/html; charset=utf-8"
 
 
 class Publisher:
-    def __init__(self, platform: Platform, database: Database, sender: Sender) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        database: Database,
+        sender: Sender,
+        directs: DirectRooms | None = None,
+    ) -> None:
         self.platform = platform
         self.database = database
         self.sender = sender
+        self.directs = directs
 
     async def deliver(self, message: OutboxMessage) -> Delivery:
         if message.kind == "post_letter":
             return await self._post_letter(message)
         if message.kind == "message":
-            rendered = Rendered(
-                render_message(self.platform, message.payload, "text"),
-                html_lines(render_message(self.platform, message.payload, "html")),
-            )
             return await self.sender.send_text(
-                message.channel, rendered, key=message.idempotency_key, msgtype=MSGTYPE_TEXT
+                message.channel,
+                self._rendered(message),
+                key=message.idempotency_key,
+                msgtype=MSGTYPE_TEXT,
             )
+        if message.kind == DM:
+            return await self._direct_message(message)
         if message.kind == "compiled":
             return await self._post_compiled(message)
         return Delivery.failed(f"unknown outbox kind {message.kind!r}", permanent=True)
+
+    def _rendered(self, message: OutboxMessage) -> Rendered:
+        return Rendered(
+            render_message(self.platform, message.payload, "text"),
+            html_lines(render_message(self.platform, message.payload, "html")),
+        )
+
+    async def _direct_message(self, message: OutboxMessage) -> Delivery:
+        """To the member's direct room (made once, kept): ``m.text`` so it notifies, mentioning
+        no one; the transaction id derives from the outbox key, so a redelivery is one event."""
+        if self.directs is None:
+            return Delivery.failed("direct messages are not set up")
+        room = await self.directs.room_for(message.channel)
+        if isinstance(room, Delivery):
+            return room
+        sent = await self.sender.send_text(
+            room,
+            self._rendered(message),
+            key=message.idempotency_key,
+            msgtype=MSGTYPE_TEXT,
+        )
+        if not sent.ok:
+            return sent
+        return Delivery.sent(room_id=room, **sent.result)
 
     def letter_content(self, letter: LetterView, room_id: str) -> tuple[dict[str, Any], bool]:
         """The post's content, and whether its text had to go into an attached file."""

@@ -42,6 +42,7 @@ from bot.platforms.matrix.content import (
     thread_and_reply,
 )
 from bot.platforms.matrix.cross_signing import Outcome, Status, ensure_cross_signed
+from bot.platforms.matrix.direct import DirectRooms
 from bot.platforms.matrix.outbox import Publisher
 from bot.platforms.matrix.replies import ReplyQueue, reply_payload
 from bot.platforms.matrix.send import TRANSPORT_ERRORS, Backoff, Sender
@@ -175,7 +176,10 @@ class MatrixPlatform(Platform):
         self.replies = ReplyQueue(
             bot.database, self.sender, self.loop.ready, reconnect_max=self.reconnect_max
         )
-        self.publisher = Publisher(self, bot.database, self.sender)
+        directs = DirectRooms(
+            client, bot.database, self.sender.gate, encryption=self.config.encryption
+        )
+        self.publisher = Publisher(self, bot.database, self.sender, directs)
         self._main_task = asyncio.create_task(self._main(), name="matrix-sync")
         self._reply_task = asyncio.create_task(self.replies.run(), name="matrix-replies")
         waiter = asyncio.create_task(self.loop.ready.wait())

@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import campaign, publishing
+from bot.direct import DM
 from bot.models import LetterState, OutboxMessage
 from bot.platforms.base import Delivery, render_message
 from bot.platforms.slack import blocks as kit
@@ -35,6 +36,13 @@ if TYPE_CHECKING:
     from bot.runtime import Bot
 
 log = logging.getLogger(__name__)
+
+#: Characters of a direct message too long for one message shown above its file.
+DM_PREVIEW = 1500
+#: conversations.open's documented errors for an account that cannot be messaged: not retried.
+DM_PERMANENT_ERRORS = frozenset(
+    {"user_not_found", "user_not_visible", "user_disabled", "cannot_dm_bot"}
+)
 
 #: Outbox kinds for the files that follow a post (queued by the post, delivered on their own).
 LETTER_FILE = "slack_letter_file"
@@ -94,6 +102,8 @@ class SlackOutbound:
                     channel=message.channel, text=kit.fallback(text), blocks=blocks
                 )
                 return Delivery.sent(ts=response.get("ts"))
+            if message.kind == DM:
+                return await self._direct_message(message)
             if message.kind == "compiled":
                 return await self._post_compiled(message)
             if message.kind == LETTER_FILE:
@@ -105,6 +115,50 @@ class SlackOutbound:
             return _failure(exc)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Delivery.failed(f"{exc.__class__.__name__}: {exc}")
+
+    async def _direct_message(self, message: OutboxMessage) -> Delivery:
+        """A message to one member: chat.postMessage with the user id as channel posts in the
+        app's DM with them (their App Home Messages tab). Too long for one message's blocks, it
+        goes as a file with a short comment; the upload needs the D… conversation id
+        (files.completeUploadExternal takes conversation ids only), which conversations.open
+        (`im:write`) returns, the same one every time."""
+        try:
+            return await self._send_direct(message)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error") or exc)
+            if error in DM_PERMANENT_ERRORS:
+                return Delivery.failed(f"{error}: cannot message {message.channel}", permanent=True)
+            raise
+
+    async def _send_direct(self, message: OutboxMessage) -> Delivery:
+        assert self.client is not None
+        text = render_message(self, message.payload, "mrkdwn")
+        blocks = kit.text_blocks(text)
+        if blocks is not None:
+            response = await self.client.chat_postMessage(
+                channel=message.channel,
+                text=kit.fallback(text),
+                blocks=blocks,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+            return Delivery.sent(channel=response.get("channel"), ts=response.get("ts"))
+        opened = await self.client.conversations_open(users=message.channel)
+        channel = str((opened.get("channel") or {}).get("id") or "")
+        if not channel:
+            return Delivery.failed("conversations.open returned no channel")
+        plain = render_message(self, message.payload, "text")
+        # Cut at a space or line (kit.chunk), never inside an escape such as &lt;.
+        preview = kit.chunk(text, DM_PREVIEW)[0].rstrip() + " …"
+        response = await self.client.files_upload_v2(
+            channel=channel,
+            content=plain + "\n",
+            filename="message.txt",
+            title="Message from cosign",
+            initial_comment=f"{preview}\n\n_Too long for one message: the full text is in the "
+            "attached file._",
+        )
+        return Delivery.sent(channel=channel, files=_file_ids(response))
 
     async def _post_letter(self, message: OutboxMessage) -> Delivery:
         """Join, post, record the post; a letter too long for one message queues its file."""
