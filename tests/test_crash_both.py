@@ -87,7 +87,7 @@ async def test_kill_9_mid_burst_over_slack_and_matrix(
                     time.sleep(0.03)
 
             async def killer() -> None:
-                while len(fake.calls_to("response_url")) < SLACK_MEMBERS // 2:
+                while len(slack_replies(fake, burst)) < SLACK_MEMBERS // 2:
                     await asyncio.sleep(0.01)
                 await stop_bot(bot, kill=True)
                 burst.killed.set()
@@ -123,7 +123,7 @@ async def test_kill_9_mid_burst_over_slack_and_matrix(
             deadline = time.monotonic() + LEASE.total_seconds() + 60
             while time.monotonic() < deadline:
                 answered = {reply_target(e) for e in world.bot_events(room, 400)}
-                retried = [c for c in fake.calls_to("response_url") if c.path.endswith("-2")]
+                retried = [k for k in slack_replies(fake, burst) if k.endswith("-2")]
                 if (
                     set(commands) <= answered
                     and len(retried) >= len(retry)
