@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from bot.models import OutboxMessage
 from bot.models._types import utcnow
-from bot.platforms.base import Delivery
+from bot.platforms.base import Delivery, Platform
 from bot.store import outbox
 
 if TYPE_CHECKING:
@@ -17,7 +17,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A claim's lease, renewed every third of it while the row is being sent: a sender that died
+# gives its row back within this time, a live one keeps it however long a rate limit holds it.
 LEASE = timedelta(minutes=2)
+# Rows sent in one pass (each claimed only when its turn comes), and candidates looked at per claim.
+BATCH = 50
+CANDIDATES = 5
 # Passes after a notify are at least this far apart: a burst of commands that queue messages
 # shares one database pass (on SQLite a write-locking transaction) instead of one each.
 MIN_PASS_GAP_SECONDS = 0.05
@@ -36,6 +41,7 @@ def backoff(attempts: int) -> timedelta:
 class OutboxDeliverer:
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
+        self.lease = LEASE
         self.wakeup = asyncio.Event()
 
     def notify(self) -> None:
@@ -64,60 +70,112 @@ class OutboxDeliverer:
             await asyncio.sleep(MIN_PASS_GAP_SECONDS)  # notifications meanwhile share one pass
 
     async def deliver_due(self) -> int:
-        """One pass: claim and send every due message for the platforms running here."""
+        """One pass: claim each due message just before sending it, up to BATCH of them.
+
+        A row is claimed only when its turn comes, and its lease is renewed while it is sent:
+        a rate-limit wait on one row never lets the rows behind it, or itself, lapse to
+        another replica that would send them again (Slack has no idempotency key).
+        """
         platforms = [p for p in self.bot.platforms if p in self.bot.running_platforms]
         if not platforms:
             return 0
-        messages = await asyncio.to_thread(self._claim_due, platforms)
-        for message in messages:
-            await self._send(message)
-        return len(messages)
+        sent = 0
+        while sent < BATCH:
+            claimed = await asyncio.to_thread(self._claim_next, platforms)
+            if claimed is None:
+                break
+            await self._send(*claimed)
+            sent += 1
+        return sent
 
-    def _claim_due(self, platforms: list[str]) -> list[OutboxMessage]:
+    def _claim_next(self, platforms: list[str]) -> tuple[OutboxMessage, str] | None:
+        """The next due message, claimed (one transaction), with its claim token."""
         now = utcnow()
-        claimed: list[OutboxMessage] = []
         with self.bot.database.session() as session:
-            candidates = outbox.due(session, platforms=platforms, now=now)
-        for candidate in candidates:
-            assert candidate.id is not None
-            with self.bot.database.session() as session:
-                if outbox.claim(session, message_id=candidate.id, now=now, lease=LEASE):
-                    claimed.append(candidate)
-        return claimed
+            for candidate in outbox.due(session, platforms=platforms, now=now, limit=CANDIDATES):
+                assert candidate.id is not None
+                token = outbox.claim(session, message_id=candidate.id, now=now, lease=self.lease)
+                if token is not None:
+                    message = session.get(OutboxMessage, candidate.id, populate_existing=True)
+                    assert message is not None
+                    return message, token
+        return None
 
-    async def _send(self, message: OutboxMessage) -> None:
+    async def _send(self, message: OutboxMessage, token: str) -> None:
         platform = self.bot.platforms[message.platform]
+        sending = asyncio.create_task(self._attempt(platform, message))
+        keeping = asyncio.create_task(self._keep_claim(message, token))
         try:
-            delivery = await platform.deliver(message)
+            await asyncio.wait({sending, keeping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when this pass is cancelled (Bot.stop): neither outlives it
+            keeping.cancel()
+            if not sending.done() and keeping.done() and not keeping.cancelled():
+                # The claim was lost (another sender holds the row now): stop before this send
+                # becomes a second copy of the new holder's. Its outcome is the one recorded.
+                log.warning(
+                    "outbox message %s: claim lost while sending; the new holder sends it",
+                    message.id,
+                )
+            sending.cancel()
+            await asyncio.gather(sending, keeping, return_exceptions=True)
+        if sending.cancelled():
+            return
+        await asyncio.to_thread(self._record, message, token, sending.result())
+
+    async def _attempt(self, platform: Platform, message: OutboxMessage) -> Delivery:
+        try:
+            return await platform.deliver(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an adapter bug must not lose the message
             log.exception("delivering outbox message %s failed", message.id)
-            delivery = Delivery.failed(f"{exc.__class__.__name__}: {exc}")
-        await asyncio.to_thread(self._record, message, delivery)
+            return Delivery.failed(f"{exc.__class__.__name__}: {exc}")
 
-    def _record(self, message: OutboxMessage, delivery: Delivery) -> None:
+    async def _keep_claim(self, message: OutboxMessage, token: str) -> None:
+        """Renew the lease every third of it while the send runs; return once it is lost."""
+        assert message.id is not None
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            try:
+                held = await asyncio.to_thread(self._renew, message.id, token)
+            except Exception:  # the database hiccuped: the next beat tries again
+                log.exception("renewing the lease of outbox message %s failed", message.id)
+                continue
+            if not held:
+                return
+
+    def _renew(self, message_id: int, token: str) -> bool:
+        with self.bot.database.session() as session:
+            return outbox.renew(
+                session, message_id=message_id, token=token, now=utcnow(), lease=self.lease
+            )
+
+    def _record(self, message: OutboxMessage, token: str, delivery: Delivery) -> None:
+        """The outcome, under the claim held; refused (and logged by the store) if it was lost."""
         assert message.id is not None
         now = utcnow()
         with self.bot.database.session() as session:
             if delivery.ok:
                 outbox.mark_delivered(
-                    session, message_id=message.id, at=now, result=delivery.result
+                    session, message_id=message.id, token=token, at=now, result=delivery.result
                 )
                 return
-            attempts = message.attempts + 1
+            attempts = message.attempts  # counted by the claim
             if delivery.retry_after is not None:
                 next_at = now + timedelta(seconds=delivery.retry_after)
             else:
                 next_at = now + backoff(attempts)
             give_up = delivery.permanent and attempts >= PERMANENT_ATTEMPTS
-            outbox.mark_retry(
+            marked = outbox.mark_retry(
                 session,
                 message_id=message.id,
+                token=token,
                 error=delivery.error,
                 next_attempt_at=next_at,
                 give_up=give_up,
             )
+        if marked is None:
+            return
         level = logging.ERROR if give_up else logging.WARNING
         log.log(
             level,

@@ -168,11 +168,81 @@ def test_outbox_enqueue_is_idempotent_and_claims_are_exclusive(database: Databas
     later = claimed_at + timedelta(minutes=2)  # lease expired: a crashed sender's row comes back
     with database.session() as session:
         assert [m.id for m in outbox.due(session, platforms=["console"], now=later)] == [message.id]
-        assert outbox.claim(session, message_id=message.id, now=later, lease=lease)
-        outbox.mark_delivered(session, message_id=message.id, at=later)
+        token = outbox.claim(session, message_id=message.id, now=later, lease=lease)
+        assert token is not None
+        assert outbox.mark_delivered(session, message_id=message.id, token=token, at=later)
     with database.session() as session:
         assert outbox.pending_count(session) == 0
         assert outbox.due(session, platforms=["console"], now=later + timedelta(hours=1)) == []
+
+
+def test_outbox_outcomes_are_recorded_only_under_the_claim_held(database: Database) -> None:
+    """A sender whose lease lapsed and was taken over can neither renew it nor record an outcome
+    over the new holder's; each claim has its own token."""
+    with database.session() as session:
+        queued = outbox.enqueue(
+            session, key="k1", platform="console", channel="#a", kind="message", payload={}
+        )
+        assert queued is not None and queued.id is not None
+        message_id = queued.id
+        start = queued.next_attempt_at + timedelta(seconds=1)
+    lease = timedelta(minutes=1)
+    with database.session() as session:
+        stale = outbox.claim(session, message_id=message_id, now=start, lease=lease)
+        assert stale is not None
+    with database.session() as session:  # renewed while held: still held past the first lease
+        assert outbox.renew(
+            session, message_id=message_id, token=stale, now=start + lease, lease=lease
+        )
+        assert not outbox.claim(
+            session, message_id=message_id, now=start + lease + timedelta(seconds=30), lease=lease
+        )
+    later = start + 3 * lease  # the renewals stopped: the lease lapsed, another sender takes over
+    with database.session() as session:
+        fresh = outbox.claim(session, message_id=message_id, now=later, lease=lease)
+        assert fresh is not None and fresh != stale
+    with database.session() as session:
+        assert not outbox.renew(session, message_id=message_id, token=stale, now=later, lease=lease)
+        assert (
+            outbox.mark_retry(
+                session,
+                message_id=message_id,
+                token=stale,
+                error="ratelimited",
+                next_attempt_at=later + timedelta(hours=1),
+                give_up=True,
+            )
+            is None
+        )
+        assert outbox.mark_delivered(session, message_id=message_id, token=stale, at=later) is None
+    with database.session() as session:
+        row = session.get(OutboxMessage, message_id)
+        assert row is not None
+        assert row.delivered_at is None and row.failed_at is None and row.last_error is None
+        assert row.claim_token == fresh and row.attempts == 2
+    with database.session() as session:
+        done = outbox.mark_delivered(
+            session, message_id=message_id, token=fresh, at=later, result={"ts": "2"}
+        )
+        assert done is not None and done.result == {"ts": "2"} and done.claim_token is None
+    with database.session() as session:  # a late stale outcome does not undo the delivery
+        assert (
+            outbox.mark_retry(
+                session,
+                message_id=message_id,
+                token=stale,
+                error="ratelimited",
+                next_attempt_at=later,
+                give_up=True,
+            )
+            is None
+        )
+        assert outbox.mark_delivered(session, message_id=message_id, token=fresh, at=later) is None
+    with database.session() as session:
+        row = session.get(OutboxMessage, message_id)
+        assert row is not None
+        assert row.delivered_at is not None and row.failed_at is None and row.last_error is None
+        assert row.result == {"ts": "2"}
 
 
 def test_audit_chain_verifies_and_detects_tampering(database: Database, settings: Settings) -> None:

@@ -22,6 +22,9 @@ class OutboxMessage(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
     claimed_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    # Who holds the lease: a random token set by each claim. Outcomes are recorded only under it,
+    # so a sender whose lease lapsed cannot overwrite what the row's new holder recorded.
+    claim_token: str | None = Field(default=None, max_length=64)
     delivered_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     failed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     last_error: str | None = Field(default=None, sa_column=Column(Text))

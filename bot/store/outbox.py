@@ -1,7 +1,12 @@
-"""Outbox rows: enqueue once by idempotency key, claim with a lease, mark the outcome."""
+"""Outbox rows: enqueue once by idempotency key, claim with a lease, mark the outcome.
+
+A claim carries a random token; the lease is renewed and the outcome recorded only under it.
+"""
 
 from __future__ import annotations
 
+import logging
+import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,6 +15,8 @@ from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from bot.models import OutboxMessage
+
+log = logging.getLogger(__name__)
 
 QUEUED_MESSAGES = "cosign_queued_messages"  # session.info: this transaction queued something
 
@@ -65,47 +72,104 @@ def due(
     return session.exec(query).all()
 
 
-def claim(session: Session, *, message_id: int, now: datetime, lease: timedelta) -> bool:
-    """Take a lease so two bots sharing a database never send the same row at once."""
+def claim(session: Session, *, message_id: int, now: datetime, lease: timedelta) -> str | None:
+    """Take a lease so two bots sharing a database never send the same row at once.
+
+    Returns the claim's token (None if the row is taken, sent or given up): outcomes are
+    recorded, and the lease renewed, only under that token.
+    """
+    token = secrets.token_hex(16)
     result = session.execute(
         update(OutboxMessage)
         .where(
             col(OutboxMessage.id) == message_id,
             col(OutboxMessage.delivered_at).is_(None),
+            col(OutboxMessage.failed_at).is_(None),
             or_(col(OutboxMessage.claimed_until).is_(None), col(OutboxMessage.claimed_until) < now),
         )
-        .values(claimed_until=now + lease, attempts=OutboxMessage.attempts + 1)
+        .values(
+            claimed_until=now + lease,
+            claim_token=token,
+            attempts=OutboxMessage.attempts + 1,
+        )
+    )
+    return token if result.rowcount else None  # type: ignore[attr-defined]
+
+
+def _held(message_id: int, token: str) -> tuple[Any, ...]:
+    """The row is unsettled and claimed under token."""
+    return (
+        col(OutboxMessage.id) == message_id,
+        col(OutboxMessage.delivered_at).is_(None),
+        col(OutboxMessage.failed_at).is_(None),
+        col(OutboxMessage.claim_token) == token,
+    )
+
+
+def renew(
+    session: Session, *, message_id: int, token: str, now: datetime, lease: timedelta
+) -> bool:
+    """Extend a lease still held under token (a long rate-limit wait must not lose the row);
+    False once the claim is gone: another sender took it over, or the row was settled."""
+    result = session.execute(
+        update(OutboxMessage).where(*_held(message_id, token)).values(claimed_until=now + lease)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def mark_delivered(
-    session: Session, *, message_id: int, at: datetime, result: dict[str, Any] | None = None
+def _settle(
+    session: Session, message_id: int, token: str, what: str, values: dict[str, Any]
 ) -> OutboxMessage | None:
-    message = session.get(OutboxMessage, message_id)
-    if message is None:
+    """Record an outcome only under the claim the caller holds; a stale holder is refused
+    (None, logged), so it never overwrites what the row's new holder recorded."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(*_held(message_id, token))
+        .values(claimed_until=None, claim_token=None, **values)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        log.warning(
+            "outbox message %s: not marked %s: the claim is no longer held (another sender took "
+            "it over, or it was settled)",
+            message_id,
+            what,
+        )
         return None
-    message.delivered_at = at
-    message.claimed_until = None
-    message.result = result
-    message.last_error = None
-    session.add(message)
-    return message
+    return session.get(OutboxMessage, message_id, populate_existing=True)
+
+
+def mark_delivered(
+    session: Session,
+    *,
+    message_id: int,
+    token: str,
+    at: datetime,
+    result: dict[str, Any] | None = None,
+) -> OutboxMessage | None:
+    """Record the send under the claim token; None when refused (the claim is not held)."""
+    return _settle(
+        session,
+        message_id,
+        token,
+        "delivered",
+        {"delivered_at": at, "result": result, "last_error": None},
+    )
 
 
 def mark_retry(
-    session: Session, *, message_id: int, error: str, next_attempt_at: datetime, give_up: bool
+    session: Session,
+    *,
+    message_id: int,
+    token: str,
+    error: str,
+    next_attempt_at: datetime,
+    give_up: bool,
 ) -> OutboxMessage | None:
-    message = session.get(OutboxMessage, message_id)
-    if message is None:
-        return None
-    message.last_error = error[:2000]
-    message.claimed_until = None
-    message.next_attempt_at = next_attempt_at
+    """Release the claim with the error and when to try again (or give up); None when refused."""
+    values: dict[str, Any] = {"last_error": error[:2000], "next_attempt_at": next_attempt_at}
     if give_up:
-        message.failed_at = next_attempt_at
-    session.add(message)
-    return message
+        values["failed_at"] = next_attempt_at
+    return _settle(session, message_id, token, "failed" if give_up else "for retry", values)
 
 
 def pending_count(session: Session, *, platforms: Sequence[str] | None = None) -> int:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 #: queued replies wait this long before the outbox deliverer may take them over from the sender
 REPLY_HOLD = timedelta(minutes=10)
+MARK_LEASE = timedelta(seconds=30)  # to record a reply's outcome under our own claim
 #: rate-limit answers one reply may get before it is handed to the outbox's slower retries
 MAX_RATE_LIMITED = 12
 #: transport failures one reply may get before the same hand-over
@@ -93,15 +94,23 @@ class ReplyQueue:
             return matrix_sync.pending_replies(session, hold_until=utcnow() + REPLY_HOLD)
 
     def _mark(self, outbox_id: int, delivery: Delivery) -> None:
+        """Record the outcome under a claim of our own: if the outbox deliverer took the row
+        over meanwhile (its hold ran out), its outcome stands (the send is idempotent anyway)."""
         now = utcnow()
         with self.database.session() as session:
+            token = outbox.claim(session, message_id=outbox_id, now=now, lease=MARK_LEASE)
+            if token is None:
+                return
             if delivery.ok:
-                outbox.mark_delivered(session, message_id=outbox_id, at=now, result=delivery.result)
+                outbox.mark_delivered(
+                    session, message_id=outbox_id, token=token, at=now, result=delivery.result
+                )
                 return
             wait = delivery.retry_after if delivery.retry_after is not None else 5.0
             outbox.mark_retry(
                 session,
                 message_id=outbox_id,
+                token=token,
                 error=delivery.error,
                 next_attempt_at=now + timedelta(seconds=wait),
                 give_up=delivery.permanent,
