@@ -6,14 +6,17 @@ outbox rows it causes commit together (rule 6: a crash between decided and sent 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from bot.config import Settings
+from bot.direct import enqueue_dm
 from bot.models import Compilation, Identity, Letter, LetterState, Member, Role, Signature
 from bot.names import ListedSignatory, group_key, in_letter_order
 from bot.store import audit, letters, members, outbox, signatures
@@ -69,7 +72,13 @@ def post_letter(
             f"the deadline of {letter.slug} ({format_utc(letter.deadline)}) has passed; "
             "extend it first"
         )
-    letters.open_letter(session, letter=letter, actor=actor, at=now)
+    letters.open_letter(
+        session,
+        letter=letter,
+        actor=actor,
+        at=now,
+        visibility=settings.letters.default_visibility,
+    )
     skip_past_reminders(session, settings=settings, letter=letter, now=now)
     queued: list[Target] = []
     assert letter.id is not None
@@ -109,6 +118,12 @@ def extend_letter(
 ) -> Letter:
     if letter.state != LetterState.closed.value and deadline <= now:
         raise CampaignError(f"the new deadline {format_utc(deadline)} is in the past")
+    if letter.embargo is not None and deadline > letter.embargo:
+        raise CampaignError(
+            f"the new deadline {format_utc(deadline)} is after the embargo "
+            f"({format_utc(letter.embargo)}): the names would be published before signing "
+            "closes; move the embargo first (letter update)"
+        )
     # the state is checked under the letter's row lock: it may have closed since it was read
     moved = letters.extend_deadline(session, letter=letter, deadline=deadline, actor=actor, at=now)
     if moved is None:
@@ -117,7 +132,34 @@ def extend_letter(
             "its compiled text is final"
         )
     skip_past_reminders(session, settings=settings, letter=letter, now=now)
+    announce_deadline_moved(session, letter=letter, now=now)
     return letter
+
+
+def announce_deadline_moved(session: Session, *, letter: Letter, now: datetime) -> int:
+    """A notice with the new deadline in every channel the letter was posted in (DESIGN.md §8):
+    members who planned around the old one learn it where they saw the letter."""
+    assert letter.id is not None
+    context = {
+        "title": letter.title,
+        "slug": letter.slug,
+        "deadline": format_utc(letter.deadline),
+        "time_left": time_left(letter.deadline, now),
+    }
+    queued = 0
+    for post in letters.posts_of(session, letter_pk=letter.id):
+        message = outbox.enqueue(
+            session,
+            key=f"extended:{letter.slug}:{iso_utc(now)}:{iso_utc(letter.deadline)}:"
+            f"{post.platform}:{post.channel}",
+            platform=post.platform,
+            channel=post.channel,
+            kind="message",
+            payload={"template": "replies/deadline_moved.j2", "context": context},
+            letter_pk=letter.id,
+        )
+        queued += message is not None
+    return queued
 
 
 def skip_past_reminders(
@@ -151,6 +193,8 @@ def close_and_announce(
         "count": compilation.signatory_count,
         "closed_at": format_utc(now),
     }
+    embargoed = letter.embargo is not None and letter.embargo > now
+    closing = _closing_message(settings, letter, summary) if embargoed else None
     for post in letters.posts_of(session, letter_pk=letter.id):
         outbox.enqueue(
             session,
@@ -158,7 +202,7 @@ def close_and_announce(
             platform=post.platform,
             channel=post.channel,
             kind="message",
-            payload={"template": "replies/closed_summary.j2", "context": summary},
+            payload=closing or {"template": "replies/closed_summary.j2", "context": summary},
             letter_pk=letter.id,
         )
     for raw in settings.coordinators.announce:
@@ -172,6 +216,9 @@ def close_and_announce(
             payload={"slug": letter.slug, **summary},
             letter_pk=letter.id,
         )
+    _after_close(
+        session, settings=settings, letter=letter, compilation=compilation, actor=actor, now=now
+    )
     return compilation
 
 
@@ -230,7 +277,10 @@ def enqueue_reminder(session: Session, *, letter: Letter, label: str, now: datet
         "title": letter.title,
         "slug": letter.slug,
         "time_left": time_left(letter.deadline, now),
-        "count": signatures.count_active(session, letter_pk=letter.id),
+        # private: no number anywhere members look (the visibility is fixed once posted)
+        "count": None
+        if letter.visibility == "private"
+        else signatures.count_active(session, letter_pk=letter.id),
     }
     sent = 0
     for post in letters.posts_of(session, letter_pk=letter.id):
@@ -245,6 +295,192 @@ def enqueue_reminder(session: Session, *, letter: Letter, label: str, now: datet
             letter_pk=letter.id,
         )
         sent += message is not None
+    return sent
+
+
+# --- campaigns: visibility, leads, embargo, reminders by direct message (DESIGN.md §8) --------
+
+
+def letter_visibility(letter: Letter, settings: Settings) -> str:
+    """public | counts | private: the letter's own (fixed when posted), else the configured."""
+    return letter.visibility or settings.letters.default_visibility
+
+
+def _closing_message(settings: Settings, letter: Letter, summary: dict[str, Any]) -> dict[str, Any]:
+    """What member channels are told at the deadline of an embargoed letter: closed, and when it
+    will be published; no names, and no count under private."""
+    assert letter.embargo is not None
+    context = {
+        **summary,
+        "publish_at": format_utc(letter.embargo),
+        "count": None if letter_visibility(letter, settings) == "private" else summary["count"],
+    }
+    return {"template": "replies/closed_embargo.j2", "context": context}
+
+
+def _after_close(
+    session: Session,
+    *,
+    settings: Settings,
+    letter: Letter,
+    compilation: Compilation,
+    actor: str,
+    now: datetime,
+) -> None:
+    """Publication at close when there is no embargo (or it has already passed), and the
+    coordinators' note naming leads who did not sign and when an embargo ends."""
+    assert letter.id is not None
+    if letter.embargo is None:
+        # The close is the publication: the closing summary just queued is the published one.
+        session.execute(
+            update(Letter)
+            .where(col(Letter.id) == letter.id, col(Letter.published_at).is_(None))
+            .values(published_at=now)
+        )
+        session.refresh(letter)
+    elif letter.embargo <= now:
+        publish_letter(session, settings=settings, letter=letter, actor=actor, now=now)
+    missing = unsigned_leads(session, letter=letter, compilation=compilation)
+    if not missing and letter.published_at is not None:
+        return
+    context = {
+        "title": letter.title,
+        "slug": letter.slug,
+        "missing": missing,
+        "publish_at": format_utc(letter.embargo)
+        if letter.embargo is not None and letter.published_at is None
+        else "",
+    }
+    for raw in settings.coordinators.announce:
+        target = parse_target(raw)
+        outbox.enqueue(
+            session,
+            key=f"closed-note:{letter.slug}:{target}",
+            platform=target.platform,
+            channel=target.channel,
+            kind="message",
+            payload={"template": "replies/closed_coordinators.j2", "context": context},
+            letter_pk=letter.id,
+        )
+
+
+def _printed(compilation: Compilation) -> tuple[list[str], list[list[str]]]:
+    """(member_ids of the leads printed first, the signatory block's lines block by block), as
+    the compiled json has them: the published names are exactly the compiled ones."""
+    try:
+        document = json.loads(compilation.outputs.get("json", ""))
+    except ValueError:
+        return [], []
+    leads = document.get("leads") or []
+    blocks = [[f"{s['name']} ({s['group']})" for s in leads]] if leads else []
+    blocks += [
+        [f"{s['name']} ({g['group']})" for s in g["signatories"]] for g in document["groups"]
+    ]
+    return [s["member_id"] for s in leads], blocks
+
+
+def unsigned_leads(session: Session, *, letter: Letter, compilation: Compilation) -> list[str]:
+    """The leads the compiled letter does not print (they did not sign), as "name (group)"."""
+    printed, _ = _printed(compilation)
+    missing = [member_id for member_id in letter.leads or () if member_id not in printed]
+    if not missing:
+        return []
+    found = {
+        member.member_id: member
+        for member in session.exec(select(Member).where(col(Member.member_id).in_(missing)))
+    }
+    return [
+        f"{found[m].rendered_name()} ({found[m].group})" if m in found else m for m in missing
+    ]
+
+
+def publish_letter(
+    session: Session, *, settings: Settings, letter: Letter, actor: str, now: datetime
+) -> bool:
+    """The closing summary with the names, to every channel the letter was posted in, once:
+    at the embargo (the scheduler) or earlier on a coordinator's word. False if it already was.
+
+    The conditional UPDATE is the gate, as for closing: of two replicas (or the scheduler and a
+    coordinator) only one publishes; the outbox keys make a retried transaction send it once.
+    """
+    if letter.state != LetterState.closed.value:
+        raise CampaignError(
+            f"{letter.slug} is still {letter.state}: it is published when it closes"
+            + (f" and its embargo ends ({format_utc(letter.embargo)})" if letter.embargo else "")
+        )
+    result = session.execute(
+        update(Letter)
+        .where(col(Letter.id) == letter.id, col(Letter.published_at).is_(None))
+        .values(published_at=now)
+    )
+    session.refresh(letter)
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    assert letter.id is not None
+    compilation = letters.get_compilation(session, letter_pk=letter.id)
+    assert compilation is not None
+    _, blocks = _printed(compilation)
+    audit.append(
+        session,
+        actor=actor,
+        action="letter.published",
+        letter_slug=letter.slug,
+        detail={
+            "embargo": iso_utc(letter.embargo) if letter.embargo else None,
+            "early": letter.embargo is not None and now < letter.embargo,
+            "signatures": compilation.signatory_count,
+        },
+    )
+    context = {
+        "title": letter.title,
+        "slug": letter.slug,
+        "count": compilation.signatory_count,
+        "closed_at": format_utc(letter.closed_at or now),
+        "signatories": "\n\n".join("\n".join(lines) for lines in blocks),
+    }
+    for post in letters.posts_of(session, letter_pk=letter.id):
+        outbox.enqueue(
+            session,
+            key=f"published:{letter.slug}:{post.platform}:{post.channel}",
+            platform=post.platform,
+            channel=post.channel,
+            kind="message",
+            payload={"template": "replies/published.j2", "context": context},
+            letter_pk=letter.id,
+        )
+    return True
+
+
+def enqueue_dm_reminders(session: Session, *, letter: Letter, label: str, now: datetime) -> int:
+    """One direct message per member who has neither signed nor withdrawn (and has not said
+    `remind off`), per offset: the nudge reaches those it is for, not the channel."""
+    assert letter.id is not None
+    touched = select(Signature.member_pk).where(Signature.letter_pk == letter.id)
+    query = (
+        select(Member)
+        .where(
+            col(Member.active),
+            Member.role == Role.member.value,
+            col(Member.reminders_off).is_(False),
+            col(Member.id).not_in(touched),
+        )
+        .order_by(col(Member.id))
+    )
+    context = {
+        "title": letter.title,
+        "slug": letter.slug,
+        "time_left": time_left(letter.deadline, now),
+    }
+    sent = 0
+    for member in session.exec(query).all():
+        sent += enqueue_dm(
+            session,
+            member=member,
+            key=f"reminder:{letter.slug}:{label}:{member.member_id}",
+            template="replies/dm_reminder.j2",
+            context=context,
+            letter_pk=letter.id,
+        )
     return sent
 
 
@@ -268,6 +504,29 @@ class StatusView:
     detailed: bool = False
     names_visible: bool = False
     names_omitted: int = 0  # names not listed for a member (too many); counts still shown
+    signed_by: dict[str, str] = field(default_factory=dict)  # member_id -> staff member_id
+    awaiting_member: list[str] = field(default_factory=list)  # staff signed, member to confirm
+    # campaigns (DESIGN.md §8): what members may see, leads not signed, publication
+    visibility: str = "public"
+    counts_visible: bool = True
+    leads_not_signed: list[ListedSignatory] = field(default_factory=list)  # in leads' order
+    embargo: datetime | None = None
+    published_at: datetime | None = None
+
+    @property
+    def embargo_text(self) -> str:
+        """When the names will be published, while an embargo holds them back; else ""."""
+        if self.embargo is None or self.published_at is not None:
+            return ""
+        return format_utc(self.embargo)
+
+    def campaign_json(self) -> dict[str, Any]:
+        return {
+            "visibility": self.visibility,
+            "leads_not_signed": [s.member_id for s in self.leads_not_signed],
+            "embargo": iso_utc(self.embargo) if self.embargo else None,
+            "published_at": iso_utc(self.published_at) if self.published_at else None,
+        }
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -283,10 +542,13 @@ class StatusView:
                     "group": s.group,
                     "signed_at": iso_utc(s.signed_at) if s.signed_at else None,
                     "via": s.via,
+                    "signed_by": self.signed_by.get(s.member_id),
                 }
                 for s in self.signatories
             ],
+            "awaiting_member": self.awaiting_member,
             "pending": self.pending,
+            **self.campaign_json(),
         }
 
 
@@ -314,6 +576,8 @@ def status_view(
             session, letter_pk=letter.id, signing_details=signing_details
         )
         counts = dict(Counter(person.group for person in listed))
+    elif letter_visibility(letter, settings) == "private":
+        counts = {}  # members see whether they signed and the deadline: not even a count
     else:
         counts = signatures.counts_by_group(session, letter_pk=letter.id)
     total = sum(counts.values())
@@ -326,12 +590,12 @@ def status_view(
         signatures=total,
         groups={name: counts[name] for name in sorted(counts, key=group_key) if counts[name]},
         detailed=coordinator,
-        names_visible=coordinator or settings.letters.public_signatories,
     )
+    _apply_visibility(view, letter=letter, settings=settings, coordinator=coordinator)
     if asker is not None and asker.id is not None:
-        view.asker_signature = signatures.active_signature(
-            session, letter_pk=letter.id, member_pk=asker.id
-        )
+        mine = signatures.active_signature(session, letter_pk=letter.id, member_pk=asker.id)
+        # one their staff gave that awaits their confirmation is not theirs yet
+        view.asker_signature = mine if mine is not None and not mine.awaiting_member else None
     if view.names_visible and not coordinator and total > MEMBER_NAME_LIMIT:
         view.names_omitted = total
     elif view.names_visible:
@@ -352,4 +616,29 @@ def status_view(
         ]
         view.not_signed = in_letter_order(signatures.not_signed(session, letter_pk=letter.id))
         view.earlier_version = signatures.count_other_versions(session, letter=letter)
+        view.awaiting_member = signatures.awaiting_members(session, letter_pk=letter.id)
+        if signing_details:
+            view.signed_by = signatures.proxy_signers(session, letter_pk=letter.id)
+        _leads_not_signed(view, letter=letter)
     return view
+
+
+def _apply_visibility(
+    view: StatusView, *, letter: Letter, settings: Settings, coordinator: bool
+) -> None:
+    """public: names and counts; counts: counts by group; private: neither (DESIGN.md §8).
+    Coordinators see everything."""
+    view.visibility = letter_visibility(letter, settings)
+    view.names_visible = coordinator or view.visibility == "public"
+    view.counts_visible = coordinator or view.visibility != "private"
+    view.embargo = letter.embargo
+    view.published_at = letter.published_at
+
+
+def _leads_not_signed(view: StatusView, *, letter: Letter) -> None:
+    """The leads who have not signed, in the order listed: the compiled letter will not print
+    them, which coordinators must know before the deadline, not after."""
+    if not letter.leads:
+        return
+    missing = {person.member_id: person for person in view.not_signed}
+    view.leads_not_signed = [missing[m] for m in letter.leads if m in missing]

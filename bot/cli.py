@@ -20,6 +20,7 @@ from bot.campaign import (
     extend_letter,
     parse_target,
     post_letter,
+    publish_letter,
     require_letter,
     status_view,
 )
@@ -310,6 +311,64 @@ def letter_extend(
     typer.echo(f"{slug}: deadline is now {format_utc(when)}")
 
 
+def _member(session: Any, member_id: str) -> Any:
+    member = member_store.get_member(session, member_id=member_id)
+    if member is None:
+        fail(f"no roster member with member_id {member_id!r}")
+    return member
+
+
+@letter_app.command("confirm")
+def letter_confirm(slug: str, member_id: str) -> None:
+    """Count a signature staff gave for MEMBER_ID that awaits the member (proxy mode confirm)."""
+    from bot.staff import confirm_signature
+
+    with opened() as (config, database), database.session() as session:
+        letter = require_letter(session, slug)
+        member = _member(session, member_id)
+        _, staff = confirm_signature(
+            session, settings=config, letter=letter, member=member, actor=CLI_ACTOR, now=utcnow()
+        )
+        by = f" (signed by {staff.member_id})" if staff is not None else ""
+    typer.echo(f"{slug}: the signature of {member_id}{by} is confirmed and counts")
+
+
+@letter_app.command("void")
+def letter_void(
+    slug: str,
+    member_id: str,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the signature was recorded in error (audited).")
+    ],
+) -> None:
+    """Remove a signature recorded in error (not a withdrawal); the member is told why."""
+    from bot.staff import void_signature
+
+    with opened() as (_, database), database.session() as session:
+        letter = require_letter(session, slug)
+        member = _member(session, member_id)
+        staff = void_signature(
+            session, letter=letter, member=member, reason=reason, actor=CLI_ACTOR, now=utcnow()
+        )
+        told = member_id + (f" and {staff.member_id}" if staff is not None else "")
+    typer.echo(
+        f"{slug}: the signature of {member_id} is void; {told} will be told by direct message"
+    )
+
+
+@letter_app.command("publish")
+def letter_publish(slug: str) -> None:
+    """Publish a closed letter's names in its channels now, before its embargo ends."""
+    with opened() as (config, database), database.session() as session:
+        letter = require_letter(session, slug)
+        if not publish_letter(
+            session, settings=config, letter=letter, actor=CLI_ACTOR, now=utcnow()
+        ):
+            when = format_utc(letter.published_at) if letter.published_at else "its close"
+            fail(f"{slug} was already published on {when}; nothing was sent again")
+    typer.echo(f"published {slug}: the running bot posts the names in its channels")
+
+
 # --- status, compile, audit ------------------------------------------------------------------
 
 
@@ -392,7 +451,7 @@ def _document(
 ) -> tuple[bytes, list[dict[str, Any]]]:
     """The stored pdf/docx of a closed letter; a preview (with its font warnings) before."""
     from bot.fonts import unprintable
-    from bot.names import group_signatories
+    from bot.names import signatory_blocks
     from bot.pdf import PdfError, PrintOptions
     from bot.store.signatures import signatories
 
@@ -410,7 +469,7 @@ def _document(
             lines = _stored_lines(compilation.outputs.get("json", ""))
             at = compilation.compiled_at
             return render_document(text, lines, fmt, options=options, at=at), []
-        groups = group_signatories(signatories(session, letter_pk=letter.id))
+        groups = signatory_blocks(signatories(session, letter_pk=letter.id), text.leads)
         data = render_document(text, signatory_lines(groups), fmt, options=options, at=utcnow())
         if fmt != "pdf":
             return data, []

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import nh3
 from markdown_it import MarkdownIt
 
-from bot.names import Signatory, SignatoryGroup, group_signatories
+from bot.names import Signatory, SignatoryGroup, signatory_blocks
 from bot.templating import Safe, render
 from bot.timeutil import iso_utc
 
@@ -59,6 +59,7 @@ class LetterText:
     body: str
     closing: str
     signed_by: str
+    leads: Sequence[str] = ()  # member_ids printed first, in this order, when they signed
 
 
 def body_to_html(body: str) -> str:
@@ -77,7 +78,7 @@ def render_formats(
     letter: LetterText, signatories: Sequence[Signatory], formats: Sequence[str]
 ) -> dict[str, str]:
     """Several formats from one grouping and sorting (closing a letter renders all five)."""
-    groups = group_signatories(signatories)
+    groups = signatory_blocks(signatories, letter.leads)
     return {fmt: render_letter(letter, signatories, fmt, groups=groups) for fmt in formats}
 
 
@@ -88,7 +89,7 @@ def render_letter(
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if groups is None:
-        groups = group_signatories(signatories)
+        groups = signatory_blocks(signatories, letter.leads)
     if fmt == "csv":
         return render_csv(groups)
     if fmt == "json":
@@ -112,7 +113,8 @@ def render_letter(
 
 
 def signatory_lines(groups: Sequence[SignatoryGroup]) -> list[list[str]]:
-    """The signatory block as the documents print it: each group's lines, in letter order."""
+    """The signatory block as the documents print it: each group's lines, in letter order (the
+    leads' block, when there is one, first: see bot.names.signatory_blocks)."""
     return [[s.line for s in group.signatories] for group in groups]
 
 
@@ -145,7 +147,7 @@ def render_csv(groups: Sequence[SignatoryGroup]) -> str:
         for s in group.signatories:
             writer.writerow(
                 [
-                    _csv_cell(group.name),
+                    _csv_cell(s.group),
                     _csv_cell(s.name),
                     _csv_cell(s.member_id),
                     iso_utc(s.signed_at) if s.signed_at else "",
@@ -159,7 +161,18 @@ def _csv_cell(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
+def _json_signatory(s: Signatory, *, with_group: bool = False) -> dict[str, object]:
+    entry: dict[str, object] = {"member_id": s.member_id, "name": s.name}
+    if with_group:
+        entry["group"] = s.group
+    entry["signed_at"] = iso_utc(s.signed_at) if s.signed_at else None
+    entry["via"] = s.via
+    return entry
+
+
 def render_json(letter: LetterText, groups: Sequence[SignatoryGroup]) -> str:
+    """`leads`: the signed leads, in the order printed; `groups`: everyone else, by group."""
+    leads = [s for g in groups if g.leads for s in g.signatories]
     document = {
         "slug": letter.slug,
         "title": letter.title,
@@ -169,20 +182,11 @@ def render_json(letter: LetterText, groups: Sequence[SignatoryGroup]) -> str:
         "closing": letter.closing,
         "signed_by": letter.signed_by,
         "signatures": sum(len(g.signatories) for g in groups),
+        "leads": [_json_signatory(s, with_group=True) for s in leads],
         "groups": [
-            {
-                "group": g.name,
-                "signatories": [
-                    {
-                        "member_id": s.member_id,
-                        "name": s.name,
-                        "signed_at": iso_utc(s.signed_at) if s.signed_at else None,
-                        "via": s.via,
-                    }
-                    for s in g.signatories
-                ],
-            }
+            {"group": g.name, "signatories": [_json_signatory(s) for s in g.signatories]}
             for g in groups
+            if not g.leads
         ],
     }
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"

@@ -21,6 +21,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -61,10 +62,17 @@ class DatabaseSettings(_Section):
         return value
 
 
+Visibility = Literal["public", "counts", "private"]
+
+
 class LettersSettings(_Section):
     timezone: str = "UTC"
     output_dir: Path = Path("out")
+    # What members see of who signed (DESIGN.md §8): public | counts | private. The older
+    # `public_signatories` still works when visibility is not given (true: public, false: counts).
+    visibility: Visibility = "public"
     public_signatories: bool = True
+    proxy: Literal["direct", "confirm"] = "direct"  # staff signatures (DESIGN.md §8)
     send_copies: bool = True  # each signatory gets the published PDF by direct message (§10)
 
     @field_validator("timezone")
@@ -80,10 +88,32 @@ class LettersSettings(_Section):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    @model_validator(mode="after")
+    def _one_visibility(self) -> LettersSettings:
+        """`public_signatories` alone sets the visibility; both given and disagreeing is a
+        mistake worth stopping for, not a silent pick."""
+        if "public_signatories" not in self.model_fields_set:
+            return self
+        implied: Visibility = "public" if self.public_signatories else "counts"
+        if "visibility" not in self.model_fields_set:
+            self.visibility = implied
+        elif self.visibility != implied:
+            raise ValueError(
+                f"visibility = {self.visibility!r} contradicts public_signatories = "
+                f"{str(self.public_signatories).lower()}; keep only visibility"
+            )
+        return self
+
+    @property
+    def default_visibility(self) -> Visibility:
+        """The visibility of a letter whose front matter does not say (fixed when posted)."""
+        return self.visibility
+
 
 class SchedulerSettings(_Section):
     tick_seconds: float = Field(default=5, gt=0, le=3600)
     reminders: list[str] = Field(default_factory=lambda: ["24h", "1h"])
+    dm_reminders: bool = True  # also each member who has not signed, by direct message (§8)
 
     @field_validator("reminders")
     @classmethod

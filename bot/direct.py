@@ -14,27 +14,47 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from bot.models import Identity, Member
+from bot.models import Identity, Member, StaffLink
 from bot.store import outbox
 
 DM = "dm"
 PLATFORM_ORDER = ("slack", "matrix", "console")
 
 
-def account_of(session: Session, *, member: Member) -> tuple[str, str] | None:
-    """(platform, account) where this member's own direct messages go, or None."""
-    assert member.id is not None
+def _chat_account(session: Session, member_pks: list[int]) -> tuple[str, str] | None:
+    """The first Slack, else Matrix account linked to these members (in the order given)."""
     linked = session.exec(
-        select(Identity.platform, Identity.external_id)
-        .where(Identity.member_pk == member.id)
+        select(Identity.member_pk, Identity.platform, Identity.external_id)
+        .where(col(Identity.member_pk).in_(member_pks))
         .order_by(col(Identity.id))
     ).all()
-    by_platform: dict[str, str] = {}
-    for platform, external_id in linked:
-        by_platform.setdefault(platform, external_id)
-    for platform in PLATFORM_ORDER:
-        if platform in by_platform:
-            return platform, by_platform[platform]
+    by_platform: dict[tuple[int, str], str] = {}
+    for member_pk, platform, external_id in linked:
+        by_platform.setdefault((member_pk, platform), external_id)
+    for pk in member_pks:
+        for platform in PLATFORM_ORDER:
+            if (pk, platform) in by_platform:
+                return platform, by_platform[(pk, platform)]
+    return None
+
+
+def account_of(session: Session, *, member: Member) -> tuple[str, str] | None:
+    """(platform, account) where this member's direct messages go, or None: their own Slack or
+    Matrix account, else that of the staff who act for them (DESIGN.md §8: a member with no
+    chat account is reached through their staff), else the console."""
+    assert member.id is not None
+    own = _chat_account(session, [member.id])
+    if own is not None:
+        return own
+    staff = session.exec(
+        select(StaffLink.staff_pk)
+        .join(Member, col(Member.id) == col(StaffLink.staff_pk))
+        .where(StaffLink.member_pk == member.id, col(Member.active))
+        .order_by(col(StaffLink.id))
+    ).all()
+    through_staff = _chat_account(session, list(staff)) if staff else None
+    if through_staff is not None and through_staff[0] != "console":
+        return through_staff
     if member.member_id:
         return "console", member.member_id  # on the console a member_id is its own account
     return None

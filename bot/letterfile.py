@@ -13,12 +13,27 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from bot.names import nfc
-from bot.timeutil import BadTime, parse_when
+from bot.timeutil import BadTime, format_utc, parse_when
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 TEMPLATES = ("letter",)
 _REQUIRED = ("slug", "title", "deadline", "addressees")
-_KNOWN = {"slug", "title", "date", "deadline", "closing", "signed_by", "addressees", "template"}
+_KNOWN = {
+    "slug",
+    "title",
+    "date",
+    "deadline",
+    "closing",
+    "signed_by",
+    "addressees",
+    "template",
+    "proxy",
+    "leads",
+    "visibility",
+    "embargo",
+}
+VISIBILITIES = ("public", "counts", "private")  # what members see of who signed (§8)
+PROXY_MODES = ("direct", "confirm")  # staff signatures count at once, or await the member (§8)
 
 
 class LetterFileError(ValueError):
@@ -36,7 +51,13 @@ class LetterSource:
     addressees: list[str]
     body: str
     template: str = ""
+    proxy: str = ""  # "" = [letters].proxy
     extra: dict[str, object] = field(default_factory=dict)
+    # leads: member_ids printed first (checked against the roster where the letter is stored);
+    # visibility: "" = [letters].visibility; embargo: when the names are published (§8).
+    leads: list[str] = field(default_factory=list)
+    visibility: str = ""
+    embargo: datetime | None = None
 
     @property
     def version(self) -> str:
@@ -81,7 +102,7 @@ def parse_letter(text: str, *, zone: tzinfo, now: datetime) -> LetterSource:
     unknown = sorted(set(meta) - _KNOWN)
     if unknown:
         raise LetterFileError("front matter has unknown keys: " + ", ".join(unknown))
-    for key in ("slug", "title", "date", "closing", "signed_by", "template"):
+    for key in ("slug", "title", "date", "closing", "signed_by", "template", "proxy", "visibility"):
         if key in meta and not isinstance(meta[key], str):
             raise LetterFileError(f"front matter: {key} must be a string")
     addressees = meta["addressees"]
@@ -97,9 +118,15 @@ def parse_letter(text: str, *, zone: tzinfo, now: datetime) -> LetterSource:
         raise LetterFileError(
             f"front matter: unknown template {template!r} (known: {', '.join(TEMPLATES)})"
         )
+    proxy = meta.get("proxy", "").strip().lower()
+    if proxy and proxy not in PROXY_MODES:
+        raise LetterFileError(
+            f"front matter: proxy must be {' or '.join(PROXY_MODES)}, not {meta['proxy']!r}"
+        )
     if not meta["title"].strip():
         raise LetterFileError("front matter: title is empty")
     deadline = _read_deadline(meta["deadline"], zone=zone, now=now)
+    leads, visibility, embargo = _read_campaign(meta, deadline=deadline, zone=zone, now=now)
     body_lines = lines[end + 1 :]
     while body_lines and not body_lines[0].strip():
         body_lines.pop(0)
@@ -116,15 +143,54 @@ def parse_letter(text: str, *, zone: tzinfo, now: datetime) -> LetterSource:
         addressees=[nfc(a.strip()) for a in addressees if a.strip()],
         body=nfc(body),
         template=template,
+        proxy=proxy,
+        leads=leads,
+        visibility=visibility,
+        embargo=embargo,
     )
 
 
-def _read_deadline(value: object, *, zone: tzinfo, now: datetime) -> datetime:
+def _read_campaign(
+    meta: dict[str, object], *, deadline: datetime, zone: tzinfo, now: datetime
+) -> tuple[list[str], str, datetime | None]:
+    """leads, visibility and embargo (DESIGN.md §8), each checked on its own."""
+    raw_leads = meta.get("leads", [])
+    if not isinstance(raw_leads, list) or not all(isinstance(v, str) for v in raw_leads):
+        raise LetterFileError('front matter: leads must be a list of member_ids, e.g. ["au-abetz"]')
+    leads = [nfc(v.strip()) for v in raw_leads if v.strip()]
+    repeated = sorted({v for v in leads if leads.count(v) > 1})
+    if repeated:
+        raise LetterFileError("front matter: leads names twice: " + ", ".join(repeated))
+    visibility = str(meta.get("visibility", "")).strip().lower()
+    if visibility and visibility not in VISIBILITIES:
+        raise LetterFileError(
+            f"front matter: visibility must be {', '.join(VISIBILITIES)}, "
+            f"not {meta['visibility']!r}"
+        )
+    embargo = None
+    if "embargo" in meta:
+        embargo = _read_deadline(meta["embargo"], zone=zone, now=now, key="embargo")
+        check_embargo(embargo, deadline)
+    return leads, visibility, embargo
+
+
+def check_embargo(embargo: datetime | None, deadline: datetime) -> None:
+    """An embargo ends when the names are published: never before signing closes."""
+    if embargo is not None and embargo < deadline:
+        raise LetterFileError(
+            f"front matter: embargo {format_utc(embargo)} is before the deadline "
+            f"{format_utc(deadline)}: the names cannot be published before signing closes"
+        )
+
+
+def _read_deadline(
+    value: object, *, zone: tzinfo, now: datetime, key: str = "deadline"
+) -> datetime:
     if isinstance(value, datetime):
         return parse_when(value.isoformat(), now=now, zone=zone)
     if isinstance(value, str):
         try:
             return parse_when(value, now=now, zone=zone)
         except BadTime as exc:
-            raise LetterFileError(f"front matter: deadline: {exc}") from None
-    raise LetterFileError("front matter: deadline must be an ISO 8601 date-time")
+            raise LetterFileError(f"front matter: {key}: {exc}") from None
+    raise LetterFileError(f"front matter: {key} must be an ISO 8601 date-time")

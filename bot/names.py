@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -160,6 +160,7 @@ class Signatory:
 class SignatoryGroup:
     name: str
     signatories: list[Signatory]
+    leads: bool = False  # the leads' block: first, in the order listed, each line its own group
 
 
 def group_key(name: str) -> tuple[object, ...]:
@@ -188,6 +189,23 @@ def group_signatories(signatories: Iterable[Signatory]) -> list[SignatoryGroup]:
         SignatoryGroup(name, sorted(people, key=Signatory.sort_key))
         for name, people in _by_group(signatories)
     ]
+
+
+def signatory_blocks(
+    signatories: Iterable[Signatory], leads: Sequence[str] = ()
+) -> list[SignatoryGroup]:
+    """The signatory block as every format prints it (DESIGN.md §8): the leads who signed, in
+    the order listed, as one block of their own, then the groups of everyone else. A lead who
+    has not signed is simply absent; without leads this is group_signatories.
+    """
+    people = list(signatories)
+    if not leads:
+        return group_signatories(people)
+    by_id = {person.member_id: person for person in people}
+    first = [by_id[member_id] for member_id in leads if member_id in by_id]
+    chosen = {person.member_id for person in first}
+    rest = group_signatories(p for p in people if p.member_id not in chosen)
+    return ([SignatoryGroup("", first, leads=True)] if first else []) + rest
 
 
 class ListedSignatory(NamedTuple):

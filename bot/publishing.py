@@ -29,7 +29,7 @@ class LetterView:
     deadline: datetime
     deadline_text: str
     closed_at: datetime | None
-    count: int
+    count: int | None  # None: the letter is private (DESIGN.md §8), posts show no number
     text: str  # addressees, subject, date, body, closing, signed_by (plain text, as compiled)
     body: str  # the Markdown body alone
 
@@ -52,6 +52,14 @@ class CompiledView:
     outputs: dict[str, str]
 
 
+def _shown_count(session: Session, letter: Letter) -> int | None:
+    """The count a post shows: none for a private letter, whose members see only their own."""
+    assert letter.id is not None
+    if letter.visibility == "private":
+        return None
+    return signatures.count_active(session, letter_pk=letter.id)
+
+
 def _letter_view(session: Session, letter: Letter) -> LetterView:
     assert letter.id is not None
     return LetterView(
@@ -61,7 +69,7 @@ def _letter_view(session: Session, letter: Letter) -> LetterView:
         deadline=letter.deadline,
         deadline_text=format_utc(letter.deadline),
         closed_at=letter.closed_at,
-        count=signatures.count_active(session, letter_pk=letter.id),
+        count=_shown_count(session, letter),
         text=render_letter(letters.letter_text(letter), [], "txt").rstrip("\n"),
         body=letter.body,
     )
@@ -88,7 +96,7 @@ def letter_view(database: Database, *, slug: str) -> LetterView | None:
 
 
 def record_post(
-    database: Database, *, post_id: int, message_id: str, count: int, state: str
+    database: Database, *, post_id: int, message_id: str, count: int | None, state: str
 ) -> None:
     """Remember where the letter was posted, so counters and closing can edit it."""
     with database.session() as session:
@@ -112,11 +120,11 @@ def stale_posts(database: Database, *, platform: str) -> list[PostView]:
             .where((col(Post.shown_state).is_(None)) | (col(Post.shown_state) != "closed"))
         ).all()
         stale: list[PostView] = []
-        counts: dict[int, int] = {}
+        counts: dict[int, int | None] = {}
         for post, letter in rows:
             assert post.id is not None and letter.id is not None
             if letter.id not in counts:
-                counts[letter.id] = signatures.count_active(session, letter_pk=letter.id)
+                counts[letter.id] = _shown_count(session, letter)
             if post.shown_count == counts[letter.id] and post.shown_state == letter.state:
                 continue  # up to date: no need to render the letter's text on every pass
             view = _letter_view(session, letter)
@@ -124,7 +132,9 @@ def stale_posts(database: Database, *, platform: str) -> list[PostView]:
         return stale
 
 
-def mark_post_shown(database: Database, *, post_id: int, count: int, state: str) -> None:
+def mark_post_shown(
+    database: Database, *, post_id: int, count: int | None, state: str
+) -> None:
     with database.session() as session:
         post = session.get(Post, post_id)
         if post is None:

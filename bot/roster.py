@@ -7,9 +7,9 @@ import io
 import re
 from dataclasses import dataclass, field
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from bot.models import Identity, Member, Role
+from bot.models import Identity, Member, Role, StaffLink
 from bot.models._types import utcnow
 from bot.names import nfc
 from bot.store import audit
@@ -28,6 +28,10 @@ COLUMNS = (
     "matrix_id",
     "role",
 )
+# Optional columns: exported only when the roster uses them, so older files stay as they were.
+ACTS_FOR = "acts_for"  # staff only: the member_ids it acts for, separated by ';' (DESIGN.md §8)
+OPTIONAL_COLUMNS = (ACTS_FOR,)
+_KNOWN_COLUMNS = COLUMNS + OPTIONAL_COLUMNS
 _MEMBER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _MATRIX_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d{1,5})?$")
 _SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
@@ -55,8 +59,12 @@ class ImportResult:
     linked: list[str] = field(default_factory=list)
 
 
-def parse_roster(data: bytes | str) -> list[RosterRow]:
-    """Parse and validate; raise RosterError with every problem found."""
+def parse_roster(data: bytes | str, *, known: dict[str, str] | None = None) -> list[RosterRow]:
+    """Parse and validate; raise RosterError with every problem found.
+
+    `known`: {member_id: role} of members already in the database, which `acts_for` may name
+    without the file repeating them.
+    """
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8-sig")
@@ -76,7 +84,7 @@ def parse_roster(data: bytes | str) -> list[RosterRow]:
     missing = [c for c in ("member_id", "family_name", "group") if c not in names]
     if missing:
         problems.append(f"line 1: header is missing column(s): {', '.join(missing)}")
-    unknown = [n for n in names if n not in COLUMNS]
+    unknown = [n for n in names if n not in _KNOWN_COLUMNS]
     if unknown:
         problems.append(f"line 1: unknown column(s): {', '.join(unknown)}")
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -94,12 +102,13 @@ def parse_roster(data: bytes | str) -> list[RosterRow]:
             if len(record) != len(names):
                 problems.append(f"line {line}: expected {len(names)} fields, found {len(record)}")
                 continue
-            values = {c: "" for c in COLUMNS}
+            values = {c: "" for c in COLUMNS}  # optional columns only when the file has them
             values.update({n: nfc(v.strip()) for n, v in zip(names, record, strict=True)})
             rows.append(RosterRow(line, values))
     except csv.Error as exc:
         problems.append(f"line {reader.line_num}: {exc}")
     problems.extend(_validate(rows))
+    problems.extend(_validate_acts_for(rows, known or {}))
     if problems:
         raise RosterError(sorted(problems, key=_line_of))
     return rows
@@ -131,14 +140,28 @@ def _validate(rows: list[RosterRow]) -> list[str]:
             )
         else:
             seen_ids[v["member_id"]] = line
-        if role not in (Role.member.value, Role.coordinator.value):
-            problems.append(f"line {line}: unknown role {v['role']!r} (member or coordinator)")
+        if role not in (Role.member.value, Role.coordinator.value, Role.staff.value):
+            problems.append(
+                f"line {line}: unknown role {v['role']!r} (member, coordinator or staff)"
+            )
         elif role == Role.member.value:
             if not v["family_name"]:
                 problems.append(f"line {line}: family_name is missing")
             if not v["group"]:
                 problems.append(f"line {line}: group is missing")
-        broken = [c for c in COLUMNS if "\n" in v[c] or "\r" in v[c]]
+        elif role == Role.staff.value:
+            if not (v["family_name"] or v["given_name"] or v["display_name"]):
+                problems.append(
+                    f"line {line}: staff need a name (given_name, family_name or display_name)"
+                )
+            if not v.get(ACTS_FOR, ""):
+                problems.append(
+                    f"line {line}: staff need acts_for: the member_ids they act for, "
+                    "separated by ';'"
+                )
+        if v.get(ACTS_FOR, "") and role != Role.staff.value:
+            problems.append(f"line {line}: acts_for is only for staff (role {role!r})")
+        broken = [c for c in _KNOWN_COLUMNS if "\n" in v.get(c, "") or "\r" in v.get(c, "")]
         if broken:
             problems.append(f"line {line}: line break inside {', '.join(broken)}")
         if v["matrix_id"] and not _MATRIX_ID.fullmatch(v["matrix_id"]):
@@ -167,6 +190,32 @@ def _validate(rows: list[RosterRow]) -> list[str]:
     return problems
 
 
+def acts_for_ids(value: str) -> list[str]:
+    """'au-abetz; au-andrews' -> ['au-abetz', 'au-andrews'] (empties and repeats dropped)."""
+    return list(dict.fromkeys(part.strip() for part in value.split(";") if part.strip()))
+
+
+def _validate_acts_for(rows: list[RosterRow], known: dict[str, str]) -> list[str]:
+    """Every member_id a staff row names must be a member (role member), in this file or, if
+    the file does not mention it, already in the database."""
+    roles = dict(known)
+    roles.update({row.values["member_id"]: row.values["role"] for row in rows})
+    problems = []
+    for row in rows:
+        if row.values["role"] != Role.staff.value:
+            continue
+        for member_id in acts_for_ids(row.values.get(ACTS_FOR, "")):
+            role = roles.get(member_id)
+            if role is None:
+                problems.append(f"line {row.line}: acts_for names unknown member_id {member_id!r}")
+            elif role != Role.member.value:
+                problems.append(
+                    f"line {row.line}: acts_for names {member_id!r}, a {role}: staff act for "
+                    "members"
+                )
+    return problems
+
+
 _MEMBER_FIELDS = (
     "title",
     "given_name",
@@ -185,15 +234,17 @@ def import_roster(session: Session, *, data: bytes | str, actor: str) -> ImportR
     Members and identities are loaded once up front, so a 10,000-member roster costs a handful of
     queries plus the writes, not several queries a row.
     """
-    rows = parse_roster(data)
     members = {m.member_id: m for m in session.exec(select(Member)).all()}
+    rows = parse_roster(data, known={m.member_id: m.role for m in members.values()})
     by_pk = {m.id: m for m in members.values()}
     identities = {(i.platform, i.external_id): i for i in session.exec(select(Identity)).all()}
     _check_account_owners(rows, identities, by_pk)
+    acting = _acting(session, by_pk)
     result = ImportResult()
     for row in rows:
         v = row.values
         member = members.get(v["member_id"])
+        wanted = acts_for_ids(v.get(ACTS_FOR, ""))
         if member is None:
             member = Member.model_validate(
                 {"member_id": v["member_id"], **{f: v[f] for f in _MEMBER_FIELDS}}
@@ -206,15 +257,20 @@ def import_roster(session: Session, *, data: bytes | str, actor: str) -> ImportR
                 actor=actor,
                 action="member.created",
                 member_id=member.member_id,
-                detail={f: v[f] for f in _MEMBER_FIELDS},
+                detail={f: v[f] for f in _MEMBER_FIELDS} | ({ACTS_FOR: wanted} if wanted else {}),
             )
         else:
-            changes = {f: v[f] for f in _MEMBER_FIELDS if getattr(member, f) != v[f]}
+            changes: dict[str, object] = {
+                f: v[f] for f in _MEMBER_FIELDS if getattr(member, f) != v[f]
+            }
+            if acting.get(member.member_id, []) != wanted:
+                changes[ACTS_FOR] = wanted
             if not member.active:
                 changes["active"] = "true"
             if changes:
                 for name, value in changes.items():
-                    setattr(member, name, True if name == "active" else value)
+                    if name != ACTS_FOR:
+                        setattr(member, name, True if name == "active" else value)
                 member.updated_at = utcnow()
                 session.add(member)
                 result.updated += 1
@@ -228,6 +284,7 @@ def import_roster(session: Session, *, data: bytes | str, actor: str) -> ImportR
             else:
                 result.unchanged += 1
     session.flush()  # ids for the new members
+    _sync_staff_links(session, rows, members)
     links = _Links(identities)
     for row in rows:
         member = members[row.values["member_id"]]
@@ -242,6 +299,40 @@ def import_roster(session: Session, *, data: bytes | str, actor: str) -> ImportR
                 result=result,
             )
     return result
+
+
+def _acting(session: Session, by_pk: dict[int | None, Member]) -> dict[str, list[str]]:
+    """{staff member_id: the member_ids it acts for, in the order they were imported}."""
+    acting: dict[str, list[str]] = {}
+    for link in session.exec(select(StaffLink).order_by(col(StaffLink.id))).all():
+        staff, member = by_pk.get(link.staff_pk), by_pk.get(link.member_pk)
+        if staff is not None and member is not None:
+            acting.setdefault(staff.member_id, []).append(member.member_id)
+    return acting
+
+
+def _sync_staff_links(session: Session, rows: list[RosterRow], members: dict[str, Member]) -> None:
+    """The file's rows own their staff links: each row's acts_for replaces what it had (a row
+    that is not staff has none). The change itself is in the row's member.* audit event."""
+    pks = [members[row.values["member_id"]].id for row in rows]
+    existing: dict[int, list[StaffLink]] = {}
+    for link in session.exec(
+        select(StaffLink).where(col(StaffLink.staff_pk).in_(pks)).order_by(col(StaffLink.id))
+    ).all():
+        existing.setdefault(link.staff_pk, []).append(link)
+    for row in rows:
+        staff = members[row.values["member_id"]]
+        assert staff.id is not None
+        have = existing.get(staff.id, [])
+        wanted = [members[m].id for m in acts_for_ids(row.values.get(ACTS_FOR, "")) if m in members]
+        if [link.member_pk for link in have] == wanted:
+            continue
+        for link in have:
+            session.delete(link)
+        session.flush()
+        for member_pk in wanted:
+            assert member_pk is not None
+            session.add(StaffLink(staff_pk=staff.id, member_pk=member_pk))
 
 
 class _Links:
@@ -361,8 +452,11 @@ def _sync_roster_link(
 def export_roster(session: Session) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for member in list_members(session):
+    everyone = list_members(session)
+    acting = _acting(session, {m.id: m for m in everyone})
+    with_staff = bool(acting) or any(m.role == Role.staff.value for m in everyone)
+    writer.writerow(COLUMNS + ((ACTS_FOR,) if with_staff else ()))
+    for member in everyone:
         assert member.id is not None
         accounts = {
             i.platform: i.external_id
@@ -382,6 +476,7 @@ def export_roster(session: Session) -> str:
                 accounts.get("slack", ""),
                 accounts.get("matrix", ""),
                 member.role,
+                *([";".join(acting.get(member.member_id, []))] if with_staff else []),
             ]
         )
     return out.getvalue()

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session
 
-from bot.campaign import close_and_announce, enqueue_reminder
+from bot.campaign import (
+    close_and_announce,
+    enqueue_dm_reminders,
+    enqueue_reminder,
+    publish_letter,
+)
 from bot.models import Letter, LetterState
 from bot.models._types import utcnow
 from bot.receipts import receipt_json
@@ -59,6 +64,7 @@ class Scheduler:
     def tick(self, now: datetime | None = None) -> bool:
         now = now or utcnow()
         changed = self.close_due(now)
+        changed |= self.publish_due(now)
         changed |= self.send_reminders(now)
         self.write_files()
         return changed
@@ -83,6 +89,25 @@ class Scheduler:
                     compilation.signatory_count,
                 )
         return closed_any
+
+    def publish_due(self, now: datetime) -> bool:
+        """Names of embargoed letters go to their channels when the embargo ends, once (the
+        conditional UPDATE in publish_letter decides between replicas)."""
+        with self.bot.database.session() as session:
+            due = [letter.slug for letter in letters.due_publications(session, now=now)]
+        published_any = False
+        for slug in due:
+            with self.bot.database.session() as session:
+                letter = letters.get_letter(session, slug=slug)
+                if letter is None or letter.published_at is not None:
+                    continue
+                published = publish_letter(
+                    session, settings=self.bot.settings, letter=letter, actor="scheduler", now=now
+                )
+            if published:
+                published_any = True
+                log.info("published %s at the end of its embargo", slug)
+        return published_any
 
     def send_reminders(self, now: datetime) -> bool:
         offsets = self.bot.settings.scheduler.reminder_offsets
@@ -126,7 +151,11 @@ class Scheduler:
         ):
             return False
         enqueue_reminder(session, letter=letter, label=latest, now=now)
-        log.info("reminder %s queued for %s", latest, letter.slug)
+        if self.bot.settings.scheduler.dm_reminders:
+            dms = enqueue_dm_reminders(session, letter=letter, label=latest, now=now)
+            log.info("reminder %s queued for %s (%d by direct message)", latest, letter.slug, dms)
+        else:
+            log.info("reminder %s queued for %s", latest, letter.slug)
         return True
 
     def write_files(self) -> None:

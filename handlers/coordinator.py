@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from bot import staff as proxy
 from bot.campaign import (
     CampaignError,
     Target,
     close_and_announce,
     extend_letter,
     post_letter,
+    publish_letter,
 )
 from bot.compile import render_letter
 from bot.core import Command, CommandError, Context, Reply
+from bot.models import Letter, Member
 from bot.store import audit, letters, members, signatures
 from bot.store.letters import letter_text
 from bot.timeutil import BadTime, format_utc, iso_utc, parse_when
@@ -29,7 +32,7 @@ _SLACK_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
     template="replies/cosign_help.j2",
 )
 def cosign(ctx: Context, args: list[str]) -> dict[str, Any] | Reply:
-    """Coordinator commands: post, close, extend, preview, link, pending.
+    """Coordinator commands: post, close, extend, preview, link, pending, confirm, void.
 
     Everyone may also type an everyone-command after it (`cosign status`): on Slack that is how
     status and help are reached, since Slack reserves `/status` for itself.
@@ -136,6 +139,29 @@ def extend(ctx: Context, args: list[str]) -> dict[str, Any]:
     return {"title": letter.title, "deadline": format_utc(deadline)}
 
 
+@SUBCOMMANDS.command(
+    "publish", usage="cosign publish SLUG", template="replies/published_now.j2"
+)
+def publish(ctx: Context, args: list[str]) -> dict[str, Any]:
+    """Publish a closed letter's names now, before its embargo ends."""
+    if len(args) != 1:
+        raise ctx.usage()
+    letter = resolve_letter(ctx, args)
+    published = _run(
+        lambda: publish_letter(
+            ctx.session, settings=ctx.settings, letter=letter, actor=ctx.actor, now=ctx.now
+        )
+    )
+    if not published:
+        when = format_utc(letter.published_at) if letter.published_at else "its close"
+        raise CommandError(f"“{letter.title}” was already published on {when}; nothing was sent.")
+    assert letter.id is not None
+    return {
+        "title": letter.title,
+        "channels": len(letters.posts_of(ctx.session, letter_pk=letter.id)),
+    }
+
+
 @SUBCOMMANDS.command("preview", usage="cosign preview SLUG", template="replies/preview.j2")
 def preview(ctx: Context, args: list[str]) -> dict[str, Any]:
     """Show the letter as it would compile now."""
@@ -219,6 +245,68 @@ def pending(ctx: Context, args: list[str]) -> dict[str, Any]:
             }
         )
     return {"pending": rows, "prefix": prefix_for(ctx.invocation.platform)}
+
+
+def _letter_and_member(ctx: Context, slug: str, member_id: str) -> tuple[Letter, Member]:
+    letter = resolve_letter(ctx, [slug])
+    member = members.get_member(ctx.session, member_id=member_id)
+    if member is None:
+        raise CommandError(f"No roster member has member_id {member_id!r}.")
+    return letter, member
+
+
+@SUBCOMMANDS.command(
+    "confirm", usage="cosign confirm SLUG MEMBER_ID", template="replies/proxy_confirmed.j2"
+)
+def confirm(ctx: Context, args: list[str]) -> dict[str, Any]:
+    """Count a signature staff gave for a member that awaits the member (proxy mode confirm)."""
+    if len(args) != 2:
+        raise ctx.usage()
+    letter, member = _letter_and_member(ctx, args[0], args[1])
+    _, staff = _run(
+        lambda: proxy.confirm_signature(
+            ctx.session,
+            settings=ctx.settings,
+            letter=letter,
+            member=member,
+            actor=ctx.actor,
+            now=ctx.now,
+        )
+    )
+    return {
+        "title": letter.title,
+        "name": member.rendered_name(),
+        "group": member.group,
+        "signed_by": staff.rendered_name() if staff is not None else "their staff",
+    }
+
+
+@SUBCOMMANDS.command(
+    "void", usage="cosign void SLUG MEMBER_ID REASON…", template="replies/voided.j2"
+)
+def void(ctx: Context, args: list[str]) -> dict[str, Any]:
+    """Remove a signature recorded in error (not a withdrawal); the member is told why."""
+    if len(args) < 3:
+        raise ctx.usage()
+    letter, member = _letter_and_member(ctx, args[0], args[1])
+    reason = " ".join(args[2:])
+    staff = _run(
+        lambda: proxy.void_signature(
+            ctx.session,
+            letter=letter,
+            member=member,
+            reason=reason,
+            actor=ctx.actor,
+            now=ctx.now,
+        )
+    )
+    return {
+        "title": letter.title,
+        "name": member.rendered_name(),
+        "group": member.group,
+        "reason": " ".join(reason.split()),
+        "staff": staff.rendered_name() if staff is not None else "",
+    }
 
 
 @SUBCOMMANDS.command("help", usage="cosign help", template="replies/cosign_help.j2")

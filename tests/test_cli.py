@@ -89,9 +89,16 @@ def test_status_json_has_the_documented_fields(cli: Cli) -> None:
         "signatures",
         "groups",
         "signatories",
+        "awaiting_member",
         "pending",
+        "visibility",
+        "leads_not_signed",
+        "embargo",
+        "published_at",
     }
     assert data["deadline"] == "2099-01-01T11:00:00Z"
+    assert data["visibility"] == "public" and data["embargo"] is None
+    assert data["leads_not_signed"] == [] and data["published_at"] is None
     assert data["state"] == "open" and data["signatures"] == 0 and data["groups"] == {}
     text_status = cli("status", "interpol-2021").stdout
     assert "Not signed yet (47)" in text_status

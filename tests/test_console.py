@@ -223,6 +223,7 @@ async def test_piped_console_handles_each_line_as_it_arrives(
         "COSIGN_LETTERS__OUTPUT_DIR": str(tmp_path / "out"),
         "COSIGN_SCHEDULER__TICK_SECONDS": "0.5",
         "COSIGN_SCHEDULER__REMINDERS": '["7s"]',
+        "COSIGN_SCHEDULER__DM_REMINDERS": "false",  # 46 direct messages: test_campaigns.py
         "COSIGN_COORDINATORS__ANNOUNCE": '["console:#secretariat"]',
         "PATH": "/usr/bin:/bin",
         "PYTHONUNBUFFERED": "1",

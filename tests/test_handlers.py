@@ -186,7 +186,7 @@ def test_bad_arguments_get_the_usage_line(
     dispatcher: Dispatcher, database: Database, settings: Settings
 ) -> None:
     create_example_letter(database, settings, post_to=["console:#members"])
-    assert say(dispatcher, "au-abetz", "sign", "a", "b") == "Usage: sign [SLUG]"
+    assert say(dispatcher, "au-abetz", "sign", "a", "b") == "Usage: sign [SLUG] [for MEMBER_ID]"
     assert say(dispatcher, "coordinator", "cosign", "extend", "x").startswith(
         "Usage: cosign extend SLUG WHEN"
     )

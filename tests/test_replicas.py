@@ -40,6 +40,8 @@ async def test_two_bots_compile_announce_and_remind_once(db_url: str, tmp_path: 
             "COSIGN_DATABASE__URL": db_url,
             "COSIGN_SCHEDULER__TICK_SECONDS": "0.2",
             "COSIGN_SCHEDULER__REMINDERS": '["7s", "5s"]',
+            # the roster has no Slack ids: reminders by DM would wait for a console (none here)
+            "COSIGN_SCHEDULER__DM_REMINDERS": "false",
             "COSIGN_COORDINATORS__ANNOUNCE": '["slack:CANNOUNCE"]',
             "COSIGN_SLACK__ENABLED": "true",
             "COSIGN_SLACK__MODE": "http",

@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from pathlib import Path
 
 from fakeslack import block_action_body, slash_command_body
+from helpers import LETTER
 from slack_support import SlackHarness, reply_text
 from test_slack import count, open_letter
 
@@ -115,3 +117,29 @@ async def test_healthz_does_not_wait_for_the_write_lock(db_url: str, tmp_path: P
             if holder is not None:
                 holder.execute("ROLLBACK")
                 holder.close()
+
+
+async def test_private_letters_show_no_number_on_slack(db_url: str, tmp_path: Path) -> None:
+    """visibility = "private" (DESIGN.md §8): the post and its live counter show no count, and a
+    member's status says only whether they signed; a public letter's counter shows it."""
+    text = LETTER.read_text(encoding="utf-8").replace(
+        'slug = "interpol-2021"', 'slug = "interpol-2021"\nvisibility = "private"'
+    )
+    async with SlackHarness(db_url, tmp_path, roster=ROSTER) as h:
+        slug = open_letter(h, text=text)
+        await h.settle()
+        assert [m for m in h.fake.messages_in("C1") if m.get("blocks")]  # posted
+        assert "You signed" in await _sign(h, slug, "UABETZ", "p0")
+        await h.settle()
+        posts = [m for m in h.fake.messages_in("C1") if m.get("blocks")]
+        shown = " ".join(str(m["blocks"]) + str(m.get("text", "")) for m in posts)
+        assert "Open for signing until" in shown
+        assert not re.search(r"\d+ signatures?\b", shown), shown
+        await h.post(
+            slash_command_body(
+                "/cosign", f"status {slug}", "UABETZ", response_url=h.fake.response_url("st")
+            )
+        )
+        status = reply_text((await h.replies("st"))[0])
+        assert "You signed on" in status
+        assert not re.search(r"\b1 signature\b", status) and "Eric Abetz" not in status

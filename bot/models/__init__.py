@@ -6,7 +6,7 @@ from bot.models.audit import AuditEvent
 from bot.models.event import HandledEvent
 from bot.models.letter import Compilation, CompiledFile, Letter, LetterState, Post, Reminder
 from bot.models.matrix import MatrixSyncState
-from bot.models.member import Identity, Member, PendingRequest, Role
+from bot.models.member import Identity, Member, PendingRequest, Role, StaffLink
 from bot.models.outbox import OutboxMessage
 from bot.models.signature import Signature
 
@@ -26,4 +26,5 @@ __all__ = [
     "Reminder",
     "Role",
     "Signature",
+    "StaffLink",
 ]

@@ -28,6 +28,7 @@ class Letter(SQLModel, table=True):
     closing: str = ""
     signed_by: str = ""
     template: str = ""
+    proxy: str = Field(default="", max_length=10)  # direct | confirm; "" = [letters].proxy
     deadline: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     state: str = Field(default=LetterState.draft.value, max_length=10, index=True)
     version: str = Field(max_length=64)
@@ -36,6 +37,15 @@ class Letter(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
     opened_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     closed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    # Campaigns (DESIGN.md §8). leads: member_ids printed first, in this order. visibility:
+    # public | counts | private, "" until posted (then [letters].visibility is fixed on it).
+    # embargo: names are published then, not at close; published_at: when they were.
+    leads: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    visibility: str = Field(default="", max_length=10, sa_column_kwargs={"server_default": ""})
+    embargo: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    published_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
 class Post(SQLModel, table=True):

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, UniqueConstraint, event
+from sqlalchemy import Column, UniqueConstraint, event, false
 from sqlmodel import Field, SQLModel
 
 from bot.models._types import UTCDateTime, utcnow
@@ -16,6 +16,7 @@ from bot.names import email_key, filing_family, filing_key, render_name
 class Role(StrEnum):
     member = "member"
     coordinator = "coordinator"
+    staff = "staff"  # signs and withdraws for the members it acts for (StaffLink; DESIGN.md §8)
 
 
 class Member(SQLModel, table=True):
@@ -32,6 +33,9 @@ class Member(SQLModel, table=True):
     email_key: str = Field(default="", index=True)
     role: str = Field(default=Role.member.value, max_length=20)
     active: bool = True
+    # `remind off` (DESIGN.md §8): no reminders by direct message; not a roster column, so a
+    # re-import keeps the member's choice.
+    reminders_off: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
     # Derived from the fields above on every ORM write (below), so that status can list 10,000
@@ -79,6 +83,16 @@ class Identity(SQLModel, table=True):
     linked_via: str = Field(default="roster", max_length=20)  # roster | email | coordinator
     linked_by: str = ""
     linked_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+
+
+class StaffLink(SQLModel, table=True):
+    """A staff account acts for a member (the roster's `acts_for`); the roster owns these rows."""
+
+    __table_args__ = (UniqueConstraint("staff_pk", "member_pk", name="uq_staff_link"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    staff_pk: int = Field(foreign_key="member.id", index=True)
+    member_pk: int = Field(foreign_key="member.id", index=True)
 
 
 class PendingRequest(SQLModel, table=True):

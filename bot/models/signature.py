@@ -31,3 +31,7 @@ class Signature(SQLModel, table=True):
     via_external_id: str = Field(default="", max_length=255)
     via_event_id: str = Field(default="", max_length=255)
     letter_version: str = Field(default="", max_length=64)
+    # Staff signing for the member (DESIGN.md §8): who signed (a member.id), and whether it still
+    # awaits the member's confirmation (proxy mode `confirm`: not counted, never compiled).
+    signed_by_pk: int | None = Field(default=None, index=True)
+    awaiting_member: bool = False

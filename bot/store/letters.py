@@ -21,9 +21,18 @@ from bot.compile import (
     signatory_lines,
 )
 from bot.config import OutputSettings
-from bot.letterfile import LetterSource, letter_version
-from bot.models import Compilation, CompiledFile, Letter, LetterState, Post, Reminder
-from bot.names import SignatoryGroup, group_signatories
+from bot.letterfile import LetterFileError, LetterSource, check_embargo, letter_version
+from bot.models import (
+    Compilation,
+    CompiledFile,
+    Letter,
+    LetterState,
+    Member,
+    Post,
+    Reminder,
+    Role,
+)
+from bot.names import SignatoryGroup, signatory_blocks
 from bot.receipts import build_receipt
 from bot.store import audit
 from bot.store.signatures import signatories
@@ -79,11 +88,13 @@ def create_letter(
         closing=source.closing,
         signed_by=source.signed_by,
         template=source.template,
+        proxy=source.proxy,
         deadline=deadline,
         state=LetterState.draft.value,
         version=source.version,
         created_by=actor,
     )
+    campaign = _apply_campaign(session, letter=letter, source=source, deadline=deadline)
     try:
         with session.begin_nested():
             session.add(letter)
@@ -94,7 +105,7 @@ def create_letter(
         actor=actor,
         action="letter.created",
         letter_slug=letter.slug,
-        detail={"version": letter.version, "deadline": deadline.isoformat()},
+        detail={"version": letter.version, "deadline": deadline.isoformat(), **campaign},
     )
     return letter
 
@@ -112,8 +123,11 @@ def update_letter(
     lock_letter(session, letter=letter, exclusive=True)
     if letter.state == LetterState.closed.value:
         return None
-    changes: dict[str, object] = {}
-    for name in ("title", "date", "addressees", "body", "closing", "signed_by", "template"):
+    changes = _apply_campaign(
+        session, letter=letter, source=source, deadline=deadline or letter.deadline
+    )
+    names = ("title", "date", "addressees", "body", "closing", "signed_by", "template", "proxy")
+    for name in names:
         value = getattr(source, name)
         if getattr(letter, name) != value:
             setattr(letter, name, value)
@@ -133,16 +147,69 @@ def update_letter(
     return letter
 
 
-def open_letter(session: Session, *, letter: Letter, actor: str, at: datetime) -> bool:
-    """draft -> open; False when it was not a draft (already open is fine for re-posting)."""
+def _apply_campaign(
+    session: Session, *, letter: Letter, source: LetterSource, deadline: datetime
+) -> dict[str, object]:
+    """Set leads, visibility and embargo from the file (DESIGN.md §8); the changes, for the audit.
+
+    Refuses (LetterFileError, before anything is written) a lead who is not a roster member and
+    an embargo before the deadline the letter will have. A file without `visibility` leaves an
+    open letter's as it was fixed when posted.
+    """
+    check_embargo(source.embargo, deadline)
+    if source.leads:
+        found = {
+            member_id: role
+            for member_id, role in session.exec(
+                select(Member.member_id, Member.role).where(col(Member.member_id).in_(source.leads))
+            ).all()
+        }
+        for member_id in source.leads:
+            if found.get(member_id) != Role.member.value:
+                what = "is not on the roster" if member_id not in found else "cannot sign"
+                raise LetterFileError(f"front matter: leads: {member_id!r} {what}")
+    visibility = source.visibility or (
+        letter.visibility if letter.state == LetterState.open.value else ""
+    )
+    changes: dict[str, object] = {}
+    for name, value in (
+        ("leads", list(source.leads)),
+        ("visibility", visibility),
+        ("embargo", source.embargo),
+    ):
+        if getattr(letter, name) != value:
+            setattr(letter, name, value)
+            changes[name] = value.isoformat() if isinstance(value, datetime) else value
+    return changes
+
+
+def open_letter(
+    session: Session, *, letter: Letter, actor: str, at: datetime, visibility: str = "public"
+) -> bool:
+    """draft -> open; False when it was not a draft (already open is fine for re-posting).
+
+    A letter whose file does not say its visibility gets `visibility` ([letters].visibility)
+    now, fixed from when members first see it: counters and status then always agree.
+    """
     result = session.execute(
         update(Letter)
         .where(col(Letter.id) == letter.id, col(Letter.state) == LetterState.draft.value)
         .values(state=LetterState.open.value, opened_at=at, updated_at=at)
     )
+    session.execute(
+        update(Letter)
+        .where(col(Letter.id) == letter.id, col(Letter.visibility) == "")
+        .values(visibility=visibility)
+    )
     session.refresh(letter)
     if result.rowcount:  # type: ignore[attr-defined]
-        audit.append(session, actor=actor, action="letter.opened", letter_slug=letter.slug)
+        audit.append(
+            session,
+            actor=actor,
+            action="letter.opened",
+            letter_slug=letter.slug,
+            detail={"visibility": letter.visibility},
+        )
         return True
     return False
 
@@ -177,6 +244,7 @@ def letter_text(letter: Letter) -> LetterText:
         body=letter.body,
         closing=letter.closing,
         signed_by=letter.signed_by,
+        leads=list(letter.leads or ()),
     )
 
 
@@ -207,7 +275,7 @@ def close_letter(
     assert letter.id is not None
     people = signatories(session, letter_pk=letter.id)
     text = letter_text(letter)
-    groups = group_signatories(people)
+    groups = signatory_blocks(people, text.leads)
     lines = signatory_lines(groups)
     output = output or OutputSettings()
     # Typst releases the GIL: the PDF is typeset in a thread while the other formats render.
@@ -361,6 +429,17 @@ def compilations_without_files(session: Session) -> Sequence[Compilation]:
 def due_letters(session: Session, *, now: datetime) -> Sequence[Letter]:
     query = select(Letter).where(
         col(Letter.state) == LetterState.open.value, col(Letter.deadline) <= now
+    )
+    return session.exec(query).all()
+
+
+def due_publications(session: Session, *, now: datetime) -> Sequence[Letter]:
+    """Closed letters whose embargo has ended and whose names have not been published yet."""
+    query = select(Letter).where(
+        col(Letter.state) == LetterState.closed.value,
+        col(Letter.embargo).is_not(None),
+        col(Letter.embargo) <= now,
+        col(Letter.published_at).is_(None),
     )
     return session.exec(query).all()
 

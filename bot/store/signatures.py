@@ -8,10 +8,11 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import bindparam, delete, func, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from bot.models import Letter, Member, Signature
@@ -69,9 +70,14 @@ def sign(
     via_platform: str,
     via_external_id: str,
     via_event_id: str = "",
+    signed_by: Member | None = None,
+    awaiting_member: bool = False,
 ) -> SignOutcome:
     """Insert unless one is active: the unique index decides, so a concurrent duplicate (another
     platform, a retry, a second process) finds the first signature instead of an error.
+
+    `signed_by`: the staff who signed for the member; `awaiting_member`: it counts only once the
+    member or a coordinator confirms it (proxy mode `confirm`, DESIGN.md §8).
     """
     assert letter.id is not None and member.id is not None
     values: dict[str, Any] = {
@@ -83,6 +89,8 @@ def sign(
         "via_external_id": via_external_id,
         "via_event_id": via_event_id,
         "letter_version": letter.version,
+        "signed_by_pk": signed_by.id if signed_by is not None else None,
+        "awaiting_member": awaiting_member,
     }
     statement = _INSERT_UNLESS_SIGNED[session.get_bind().dialect.name]
     for _ in range(3):  # PostgreSQL: the conflicting signature may be withdrawn in between
@@ -112,11 +120,45 @@ def withdraw(session: Session, *, letter: Letter, member: Member, at: datetime) 
     return existing
 
 
+def confirm(session: Session, *, signature: Signature) -> bool:
+    """A signature awaiting its member now counts; False if it did not await (or is gone)."""
+    result = session.execute(
+        update(Signature)
+        .where(
+            col(Signature.id) == signature.id,
+            col(Signature.withdrawn_at).is_(None),
+            col(Signature.awaiting_member).is_(True),
+        )
+        .values(awaiting_member=False)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        return False
+    session.refresh(signature)
+    return True
+
+
+def void(session: Session, *, signature: Signature) -> bool:
+    """Remove a signature recorded in error (a coordinator's correction, not a withdrawal: the
+    member did not ask, so nothing records them as having withdrawn; the audit event keeps what
+    was removed). False if it was no longer active."""
+    result = session.execute(
+        delete(Signature).where(
+            col(Signature.id) == signature.id, col(Signature.withdrawn_at).is_(None)
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# What counts (status, counters, reminders, compile): active, and not awaiting its member.
+_COUNTED = (col(Signature.withdrawn_at).is_(None), col(Signature.awaiting_member).is_(False))
+
+
 def count_active(session: Session, *, letter_pk: int) -> int:
+    """Signatures that count: active and not awaiting their member's confirmation."""
     query = (
         select(func.count())
         .select_from(Signature)
-        .where(Signature.letter_pk == letter_pk, col(Signature.withdrawn_at).is_(None))
+        .where(Signature.letter_pk == letter_pk, *_COUNTED)
     )
     return int(session.exec(query).one())
 
@@ -153,11 +195,12 @@ def _signatory(row: Any, signed_at: datetime | None = None, via: str = "") -> Si
 
 
 def signatories(session: Session, *, letter_pk: int) -> list[Signatory]:
-    """Active signatories with their rendered names (unsorted: ordering is bot.names' job)."""
+    """Counted signatories with their rendered names (unsorted: ordering is bot.names' job);
+    what compiles, so a signature awaiting its member never does."""
     query = (
         sa_select(*_NAME_COLUMNS, col(Signature.signed_at), col(Signature.via_platform))
         .join(Member, col(Member.id) == col(Signature.member_pk))
-        .where(col(Signature.letter_pk) == letter_pk, col(Signature.withdrawn_at).is_(None))
+        .where(col(Signature.letter_pk) == letter_pk, *_COUNTED)
     )
     return [_signatory(row, row[7], row[8]) for row in session.execute(query).all()]
 
@@ -213,7 +256,7 @@ def listed_signatories(
         sa_select(*_LISTING_COLUMNS, *details)
         .select_from(Signature)
         .join(Member, col(Member.id) == col(Signature.member_pk))
-        .where(col(Signature.letter_pk) == letter_pk, col(Signature.withdrawn_at).is_(None))
+        .where(col(Signature.letter_pk) == letter_pk, *_COUNTED)
     )
     return _listed(session, _core_rows(session, query))
 
@@ -223,17 +266,16 @@ def counts_by_group(session: Session, *, letter_pk: int) -> dict[str, int]:
     query = (
         select(Member.group, func.count())
         .join(Signature, col(Member.id) == col(Signature.member_pk))
-        .where(Signature.letter_pk == letter_pk, col(Signature.withdrawn_at).is_(None))
+        .where(Signature.letter_pk == letter_pk, *_COUNTED)
         .group_by(Member.group)
     )
     return {group: int(n) for group, n in session.execute(query).all()}
 
 
 def not_signed(session: Session, *, letter_pk: int) -> list[ListedSignatory]:
-    """Active roster members (role member) without an active signature, in filing order."""
-    signed = select(Signature.member_pk).where(
-        Signature.letter_pk == letter_pk, col(Signature.withdrawn_at).is_(None)
-    )
+    """Active roster members (role member) without a counted signature, in filing order (one
+    awaiting its member's confirmation is not yet theirs)."""
+    signed = select(Signature.member_pk).where(Signature.letter_pk == letter_pk, *_COUNTED)
     query = sa_select(*_LISTING_COLUMNS).where(
         col(Member.active), col(Member.role) == "member", col(Member.id).not_in(signed)
     )
@@ -241,10 +283,37 @@ def not_signed(session: Session, *, letter_pk: int) -> list[ListedSignatory]:
 
 
 def signed_member_pks(session: Session, *, letter_pk: int) -> set[int]:
-    query = select(Signature.member_pk).where(
-        Signature.letter_pk == letter_pk, col(Signature.withdrawn_at).is_(None)
-    )
+    """Members whose signature counts."""
+    query = select(Signature.member_pk).where(Signature.letter_pk == letter_pk, *_COUNTED)
     return set(session.exec(query).all())
+
+
+def awaiting_members(session: Session, *, letter_pk: int) -> list[str]:
+    """member_ids whose staff signed for them and who have not confirmed it yet, sorted."""
+    query = (
+        select(Member.member_id)
+        .join(Signature, col(Member.id) == col(Signature.member_pk))
+        .where(
+            Signature.letter_pk == letter_pk,
+            col(Signature.withdrawn_at).is_(None),
+            col(Signature.awaiting_member).is_(True),
+        )
+        .order_by(col(Member.member_id))
+    )
+    return list(session.exec(query).all())
+
+
+def proxy_signers(session: Session, *, letter_pk: int) -> dict[str, str]:
+    """{member_id: the staff member_id who signed for them}, for counted signatures by staff."""
+    staff = aliased(Member)
+    query = (
+        sa_select(col(Member.member_id), col(staff.member_id))
+        .select_from(Signature)
+        .join(Member, col(Member.id) == col(Signature.member_pk))
+        .join(staff, col(staff.id) == col(Signature.signed_by_pk))
+        .where(col(Signature.letter_pk) == letter_pk, *_COUNTED)
+    )
+    return {member_id: staff_id for member_id, staff_id in session.execute(query).all()}
 
 
 def count_other_versions(session: Session, *, letter: Letter) -> int:
@@ -254,7 +323,7 @@ def count_other_versions(session: Session, *, letter: Letter) -> int:
         .select_from(Signature)
         .where(
             Signature.letter_pk == letter.id,
-            col(Signature.withdrawn_at).is_(None),
+            *_COUNTED,
             Signature.letter_version != letter.version,
         )
     )

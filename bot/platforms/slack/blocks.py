@@ -9,6 +9,7 @@ roster-, letter- or user-derived string is mrkdwn-escaped or put in plain_text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -76,6 +77,10 @@ def fallback(text: str) -> str:
 
 
 def counter_line(letter: LetterView) -> str:
+    if letter.count is None:  # a private letter: no number (DESIGN.md §8)
+        if letter.state == "closed":
+            return f"🔒 Signing closed at {format_utc(letter.closed_at or letter.deadline)}."
+        return f"Open for signing until {letter.deadline_text}"
     count = f"{letter.count} signature{'' if letter.count == 1 else 's'}"
     if letter.state == "closed":
         closed = format_utc(letter.closed_at or letter.deadline)
@@ -182,10 +187,36 @@ def letter_fallback(letter: LetterView) -> str:
     return escape_mrkdwn(f"{letter.title} ({letter.slug}): {counter_line(letter)}")
 
 
-def confirm_blocks(slug: str, label: str, title: str) -> list[Block]:
-    """The confirmation a Sign click opens; the member's name is plain text (no mentions)."""
+MAX_STAFF_CHOICES = MAX_BLOCKS - 2  # one section each, a note, and the Cancel button
+
+
+def confirm_question(title: str, label: str, *, as_staff: bool) -> str:
+    if as_staff:
+        return f"Sign “{title}” for {label} as their staff?"
+    return f"Sign “{title}” as {label}?"
+
+
+def confirm_blocks(
+    slug: str,
+    label: str,
+    title: str,
+    *,
+    for_members: Sequence[tuple[str, str]] = (),
+    typed_for: str = "",
+) -> list[Block]:
+    """The confirmation a Sign click opens; the member's name is plain text (no mentions).
+
+    Pressed by staff (`for_members`: (member_id, label) of each member it acts for): one
+    question and Confirm button per member, each Confirm carrying `SLUG for MEMBER_ID`.
+    Past the block limit the rest are named with how to sign for them by typing (`typed_for`).
+    """
+    if for_members:
+        return _staff_confirm_blocks(slug, title, for_members, typed_for)
     return [
-        {"type": "section", "text": plain(f"Sign “{title}” as {label}?"[:MAX_SECTION])},
+        {
+            "type": "section",
+            "text": plain(confirm_question(title, label, as_staff=False)[:MAX_SECTION]),
+        },
         {
             "type": "actions",
             "block_id": f"confirm:{slug}"[:255],
@@ -206,3 +237,47 @@ def confirm_blocks(slug: str, label: str, title: str) -> list[Block]:
             ],
         },
     ]
+
+
+def _staff_confirm_blocks(
+    slug: str, title: str, for_members: Sequence[tuple[str, str]], typed_for: str
+) -> list[Block]:
+    blocks: list[Block] = []
+    for member_id, label in for_members[:MAX_STAFF_CHOICES]:
+        question = confirm_question(title, label, as_staff=True)
+        if block_chars(blocks) + len(question) > MAX_BLOCK_CHARS - MAX_SECTION:
+            break  # the rest are named in the note (within the combined limit)
+        blocks.append(
+            {
+                "type": "section",
+                "block_id": f"confirm:{slug}:{member_id}"[:255],
+                "text": plain(question[:MAX_SECTION]),
+                "accessory": {
+                    "type": "button",
+                    "action_id": CONFIRM_ACTION,
+                    "style": "primary",
+                    "text": plain("Confirm"),
+                    "value": f"{slug} for {member_id}",
+                },
+            }
+        )
+    rest = for_members[len(blocks) :]
+    if rest:
+        names = ", ".join(member_id for member_id, _ in rest)
+        note = f"Not shown ({len(rest)}): {names}. Type {typed_for} for one of them."
+        blocks.append(section(escape_mrkdwn(note)[:MAX_SECTION]))
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": f"confirm:{slug}"[:255],
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": CANCEL_ACTION,
+                    "text": plain("Cancel"),
+                    "value": slug,
+                }
+            ],
+        }
+    )
+    return blocks

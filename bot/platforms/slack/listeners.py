@@ -27,7 +27,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot import publishing
+from bot import publishing, staff
 from bot.core import Invocation, Reply, apology
 from bot.platforms.base import render_reply
 from bot.platforms.slack import blocks as kit
@@ -285,19 +285,31 @@ class SlackListeners:
         slug = _action_value(body)
         user = (body.get("user") or {}).get("id", "")
         await self._link_by_email(user)
-        label = await asyncio.to_thread(
-            publishing.member_label, self._bot.database, platform=self.name, external_id=user
+        choices = await asyncio.to_thread(
+            staff.sign_choices, self._bot.database, platform=self.name, external_id=user
         )
-        if label is None:  # unknown account: the sign handler records the pending request
+        if not choices:
+            # unknown account: the sign handler records the pending request; staff acting for
+            # nobody: it says so
             invocation = self._button_invocation(body, "sign", slug)
             await self._answer(await self._replies(invocation), invocation, respond)
             return
         # read only: a Sign click in a channel the letter was not posted to adds no post there
         letter = await asyncio.to_thread(publishing.letter_view, self._bot.database, slug=slug)
         title = letter.title if letter else slug
-        blocks = kit.confirm_blocks(slug, label, title)
+        as_staff = bool(choices[0].for_id)  # staff: one question per member they act for
+        blocks = kit.confirm_blocks(
+            slug,
+            choices[0].label,
+            title,
+            for_members=[(c.for_id, c.label) for c in choices] if as_staff else (),
+            typed_for=f"/sign {slug} for MEMBER_ID",
+        )
+        question = kit.confirm_question(title, choices[0].label, as_staff=as_staff)
+        if len(choices) > 1:
+            question = f"Sign “{title}” as staff for: {', '.join(c.label for c in choices)}?"
         await respond(
-            text=escape_mrkdwn(f"Sign “{title}” as {label}?"),
+            text=escape_mrkdwn(question),
             blocks=blocks,
             response_type="ephemeral",
             replace_original=False,
@@ -344,7 +356,7 @@ class SlackListeners:
             channel=_channel(body),
             user=user.get("id", ""),
             command=command,
-            args=[slug] if slug else [],
+            args=split_args(slug),  # a Confirm for staff carries `SLUG for MEMBER_ID`
             thread=((body.get("container") or {}).get("message_ts")),
             event_id=body.get("trigger_id", ""),
             display_name=user.get("username") or user.get("name") or "",
