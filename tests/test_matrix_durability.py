@@ -23,11 +23,13 @@ from sqlmodel import select
 from synapse_server import SynapseServer, unique_localpart
 
 from bot.config import ConfigError
-from bot.core import Invocation, Reply
+from bot.core import Dispatcher, Invocation, Reply
 from bot.db import Database
-from bot.models import HandledEvent, OutboxMessage, Signature
+from bot.models import HandledEvent, Signature
 from bot.platforms.matrix import MatrixPlatform
 from bot.platforms.matrix.sync import inviter_allowed
+from bot.store import events
+from handlers import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -216,6 +218,55 @@ async def test_invites_only_from_allowed_inviters(
     database.dispose()
 
 
+async def test_a_command_committed_before_a_crash_is_answered_not_run_again(
+    synapse: SynapseServer, tmp_path: Path, db_url: str
+) -> None:
+    """Killed after an ``!unsign`` committed and before anything else (its handled mark, its
+    reply): after the restart the replayed event is answered once, from what was committed, and
+    not run again, so it cannot withdraw the signature made meanwhile (issue 10, item 7)."""
+    world = new_world(synapse, tmp_path)
+    (alice,) = world.add_members(1)
+    room = world.room()
+    settings = world.settings(db_url)
+    database = Database(settings.database.url)
+    world.import_roster(database)
+    create_example_letter(database, settings, post_to=[f"matrix:{room}"])
+    async with running(settings, database, world.platform(settings)) as bot:
+        await world.wait_letter_post(room)
+        await world.wait_reply(room, world.say(alice.user, room, "!sign"))
+        real_handle = bot.handle
+        crashed = asyncio.Event()
+
+        async def die_after_commit(invocation: Invocation) -> list[Reply]:
+            replies = await real_handle(invocation)
+            if invocation.command == "unsign":
+                crashed.set()
+                raise asyncio.CancelledError  # the sync loop dies here, as a killed bot would
+            return replies
+
+        bot.handle = die_after_commit  # type: ignore[method-assign]
+        unsign = world.say(alice.user, room, "!unsign")
+        await asyncio.wait_for(crashed.wait(), timeout=15)
+    assert _active_signatures(database) == []  # the withdrawal committed
+    assert world.replies_to(room, unsign) == []  # and was never answered
+
+    # While the bot is down, alice signs again elsewhere: the newer signature.
+    dispatcher = Dispatcher(settings, database, REGISTRY)
+    again = Invocation("console", "#members", alice.member_id, "sign", ["interpol-2021"])
+    (signed,) = await asyncio.to_thread(dispatcher.dispatch, again)
+    assert signed.template == "replies/signed.j2"
+
+    async with running(settings, database, world.platform(settings)):
+        await world.wait_reply(room, unsign)
+        marker = world.say(alice.user, room, "!status")
+        await world.wait_reply(room, marker)
+        await asyncio.sleep(1.0)  # a second answer would show up by now
+    (answer,) = world.replies_to(room, unsign)
+    assert reply_kind(answer["content"]["body"]) == "withdrawn"  # what it did, answered once
+    assert [s.via_platform for s in _active_signatures(database)] == ["console"]
+    database.dispose()
+
+
 def test_inviter_policy_matches_ids_and_server_suffixes() -> None:
     allowed = ["@boss:example.org", ":trusted.org"]
     assert inviter_allowed("@boss:example.org", allowed)
@@ -347,11 +398,11 @@ async def test_killed_mid_burst_and_restarted_loses_and_repeats_nothing(
         m.user.user_id: c for m, c in zip(burst, commands, strict=True)
     }
     with database.session() as session:
-        handled = session.exec(select(HandledEvent.event_id)).all()
-        replies = session.exec(
-            select(OutboxMessage).where(OutboxMessage.kind == "matrix_reply")
-        ).all()
-    assert set(commands) <= set(handled)
-    assert len(replies) == len(burst) and all(r.delivered_at for r in replies)
+        journal = {row.event_id: row for row in session.exec(select(HandledEvent)).all()}
+    assert set(commands) <= set(journal)
+    # Each command's one reply is kept in the journal with it, and is recorded as sent.
+    for command in commands:
+        row = journal[command]
+        assert len(events.stored_replies(row)) == 1 and row.answered_at is not None, command
     assert "Traceback" not in log.read_text(errors="replace")
     database.dispose()

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from helpers import LETTER, create_example_letter
-from matrix_support import new_world, reply_target, running
+from matrix_support import eventually, new_world, reply_target, running
 from nio import (
     AsyncClient,
     AsyncClientConfig,
@@ -38,6 +38,7 @@ from synapse_server import RegisteredUser, SynapseServer
 from bot import publishing
 from bot.db import Database
 from bot.platforms.matrix.content import MAX_EVENT_BYTES
+from bot.store import matrix_sync
 
 
 class E2EEMember:
@@ -241,6 +242,68 @@ async def test_encrypted_room_end_to_end(
         assert not [e for e in alice.events if notice_replying_to(third)(e)]  # hinted once only
     bot_events = [e for e in alice.events if e.sender == world.bot.user_id]
     assert bot_events and not [e for e in bot_events if isinstance(e, MegolmEvent)]
+    database.dispose()
+
+
+async def test_fresh_key_sessions_get_one_hint_per_sender(
+    synapse: SynapseServer, tmp_path: Path, db_url: str
+) -> None:
+    """A sender who makes up a new megolm session for every message gets one hint per room in
+    the window, not one per session; another sender gets their own; a restart forgets nothing
+    (issue 10, item 6)."""
+    world = new_world(synapse, tmp_path)
+    bob, carol = world.add_members(2)
+    room = world.room(encrypted=True)
+    settings = world.settings(db_url, encryption=True)
+    database = Database(settings.database.url)
+    world.import_roster(database)
+    sent = 0
+
+    def undecryptable(member: Any) -> str:
+        nonlocal sent
+        sent += 1
+        content = {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "ciphertext": "AwgAEnB" + "A" * 80,
+            "sender_key": "bogusSenderKey0000000000000000000000000000",
+            "session_id": f"freshSession{sent:04d}{time.time_ns()}",  # a new session each time
+            "device_id": "BOGUSDEV",
+        }
+        return synapse.send_event(member.user.access_token, room, "m.room.encrypted", content)
+
+    def hints(event_ids: list[str]) -> list[dict[str, Any]]:
+        """The bot's events (encrypted, their relation in clear) replying to these events."""
+        return [
+            e
+            for e in synapse.messages(world.owner.access_token, room, limit=300)
+            if e.get("sender") == world.bot.user_id and reply_target(e) in event_ids
+        ]
+
+    def journaled(event_ids: list[str]) -> bool:
+        with database.session() as session:
+            return all(matrix_sync.was_handled(session, event_id=e) for e in event_ids)
+
+    platform = world.platform(settings)
+    async with running(settings, database, platform):
+        assert platform.loop is not None
+        platform.loop.key_wait = 0.5
+        bobs = [undecryptable(bob) for _ in range(6)]
+        carols = [undecryptable(carol)]
+        await eventually(lambda: journaled(bobs + carols), timeout=30, what="every event seen")
+        await eventually(lambda: hints(carols), what="carol's hint")
+        await eventually(lambda: hints(bobs), what="bob's hint")
+        await asyncio.sleep(1.0)  # more hints would show up by now
+        assert len(hints(bobs)) == 1 and len(hints(carols)) == 1
+
+    platform = world.platform(settings)
+    async with running(settings, database, platform):
+        assert platform.loop is not None
+        platform.loop.key_wait = 0.5
+        later = [undecryptable(bob)]
+        await eventually(lambda: journaled(later), timeout=30, what="the later event seen")
+        await asyncio.sleep(1.0)
+    assert hints(later) == []  # still within bob's window, across the restart
+    assert len(hints(bobs)) == 1
     database.dispose()
 
 

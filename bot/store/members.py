@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import bindparam, func
 from sqlmodel import Session, col, select
@@ -10,6 +12,8 @@ from sqlmodel import Session, col, select
 from bot.models import Identity, Member, PendingRequest, Role
 from bot.models._types import utcnow
 from bot.names import FILING_KEY_PREFIX, clean_platform_text, email_key
+
+log = logging.getLogger(__name__)
 
 
 def get_member(session: Session, *, member_id: str) -> Member | None:
@@ -103,6 +107,29 @@ def linkable_by_email(session: Session, *, platform: str, email: str) -> Member 
     return None if session.exec(linked).first() is not None else found[0]
 
 
+#: open pending requests one letter may hold from one homeserver (Matrix) or platform: a
+#: homeserver can mint accounts without end, and coordinators read this list by hand
+MAX_PENDING_PER_SERVER = 50
+#: open pending requests one account may hold, across letters
+MAX_PENDING_PER_ACCOUNT = 3
+
+
+def account_server(platform: str, external_id: str) -> str | None:
+    """The homeserver of a Matrix account (``@name:server``); None elsewhere (the platform's
+    accounts come from one workspace, or are local)."""
+    if platform == "matrix" and ":" in external_id:
+        return external_id.split(":", 1)[1]
+    return None
+
+
+def _open_pending(session: Session, platform: str) -> Any:
+    return (
+        select(func.count())
+        .select_from(PendingRequest)
+        .where(PendingRequest.platform == platform, col(PendingRequest.resolved_at).is_(None))
+    )
+
+
 def add_pending(
     session: Session,
     *,
@@ -111,8 +138,13 @@ def add_pending(
     display_name: str,
     channel: str,
     letter_pk: int | None,
-) -> PendingRequest:
-    """Record an unknown account once per (account, letter) until a coordinator resolves it."""
+) -> PendingRequest | None:
+    """Record an unknown account once per (account, letter) until a coordinator resolves it.
+
+    None (logged) when a cap is reached: ``MAX_PENDING_PER_ACCOUNT`` open requests for the
+    account, or ``MAX_PENDING_PER_SERVER`` open requests for the letter from the account's
+    homeserver (its platform, outside Matrix). The account is still told to ask a coordinator.
+    """
     query = select(PendingRequest).where(
         PendingRequest.platform == platform,
         PendingRequest.external_id == external_id,
@@ -122,6 +154,30 @@ def add_pending(
     existing = session.exec(query).first()
     if existing is not None:
         return existing
+    mine = _open_pending(session, platform).where(PendingRequest.external_id == external_id)
+    if session.exec(mine).one() >= MAX_PENDING_PER_ACCOUNT:
+        log.warning(
+            "pending request from %s:%s not recorded: it has %d open already",
+            platform,
+            external_id,
+            MAX_PENDING_PER_ACCOUNT,
+        )
+        return None
+    same_server = _open_pending(session, platform).where(PendingRequest.letter_pk == letter_pk)
+    server = account_server(platform, external_id)
+    if server is not None:
+        same_server = same_server.where(
+            col(PendingRequest.external_id).endswith(":" + server, autoescape=True)
+        )
+    if session.exec(same_server).one() >= MAX_PENDING_PER_SERVER:
+        log.warning(
+            "pending request from %s:%s not recorded: the letter has %d open from %s already",
+            platform,
+            external_id,
+            MAX_PENDING_PER_SERVER,
+            server or platform,
+        )
+        return None
     pending = PendingRequest(
         platform=platform,
         external_id=external_id,

@@ -6,14 +6,16 @@ back as an ``m.notice`` replying to the command (in its thread), plain ``body`` 
 ``m.text`` (notices never notify); the live counter edits letter posts with ``m.replace``. The bot
 ignores its own events, so its posts are never commands.
 
-Durability (DESIGN.md rule 10). nio would store ``next_batch`` before running callbacks, so cosign
-runs its own loop over ``client.sync``: for every command of a batch it checks the handled-event
-table, runs the handler (its own transaction), then in one more transaction marks the event handled
-*and* queues the rendered replies (outbox rows of kind ``matrix_reply``); only when every command
-of the batch got that far is the batch's ``next_batch`` stored as the checkpoint. A crash before
-that re-syncs the batch: handled events are skipped, the others handled. Replies are sent at once
-by a sender task (the outbox deliverer is the fallback, and takes over after a crash); every send
-carries a transaction id derived from its key, so a re-sent reply is not a second message.
+Durability (DESIGN.md rules 10 and 12). nio would store ``next_batch`` before running callbacks, so
+cosign runs its own loop over ``client.sync``. A command is journaled (``bot.store.events``): its
+invocation carries ``reply_to`` (room, event id, thread root), so the dispatcher marks the event
+done and keeps its replies in the command's own transaction; only when every event of the batch is
+journaled is the batch's ``next_batch`` stored as the checkpoint. A crash before a command commits
+re-syncs the batch and runs it then; after it, the replayed event is found done and is not run
+again, and its stored replies go out if they never did. Replies are rendered and sent at once by
+a sender task, which marks the journal row answered; what is owed after a crash is sent on the
+next start. Every send carries a transaction id derived from the command's event id, so a re-sent
+reply is not a second message.
 
 History is never a command: on the bot's very first sync (no checkpoint) the timeline is requested
 with limit 0, and in a room the bot joins, what came before its join (Synapse sends some with the
@@ -44,11 +46,12 @@ from bot.platforms.matrix.content import (
 from bot.platforms.matrix.cross_signing import Outcome, Status, ensure_cross_signed
 from bot.platforms.matrix.direct import DirectRooms
 from bot.platforms.matrix.outbox import Publisher
-from bot.platforms.matrix.replies import ReplyQueue, reply_payload
+from bot.platforms.matrix.replies import ReplyQueue
 from bot.platforms.matrix.send import TRANSPORT_ERRORS, Backoff, Sender
 from bot.platforms.matrix.session import Credentials, HomeserverUnavailable, login, prepare_store
 from bot.platforms.matrix.sync import SyncLoop
 from bot.store import matrix_sync
+from bot.store.matrix_sync import Answer
 
 if TYPE_CHECKING:
     from bot.models import OutboxMessage
@@ -59,6 +62,9 @@ log = logging.getLogger(__name__)
 
 #: how long the sync loop lets a batch's replies go out before it polls again
 REPLY_WAIT = 2.0
+#: the dispatcher's replies that roll back with their command (refusals, apologies): not in the
+#: journal, so the adapter journals them (``bot.core.error_reply``, ``bot.core.apology``)
+UNJOURNALED = frozenset({"replies/error.j2", "replies/apology.j2"})
 LOGIN_RETRYABLE: tuple[type[BaseException], ...] = (HomeserverUnavailable, *TRANSPORT_ERRORS)
 
 
@@ -110,7 +116,6 @@ class MatrixPlatform(Platform):
         self._bot: Bot | None = None
         self._main_task: asyncio.Task[None] | None = None
         self._reply_task: asyncio.Task[None] | None = None
-        self._hinted: set[str] = set()
         #: what the start-up cross-signing check did (DESIGN.md rule 10)
         self.cross_signing: Outcome | None = None
         if logging.getLogger("nio").level == logging.NOTSET:
@@ -174,7 +179,11 @@ class MatrixPlatform(Platform):
             timeline_limit=self.timeline_limit,
         )
         self.replies = ReplyQueue(
-            bot.database, self.sender, self.loop.ready, reconnect_max=self.reconnect_max
+            bot.database,
+            self.sender,
+            self.loop.ready,
+            reconnect_max=self.reconnect_max,
+            render=self._render,
         )
         directs = DirectRooms(
             client, bot.database, self.sender.gate, encryption=self.config.encryption
@@ -224,7 +233,7 @@ class MatrixPlatform(Platform):
             pickle_key=self.credentials.pickle_key,
             retry_cap=self.reconnect_max,
         )
-        await self.replies.load_leftovers()
+        await self.replies.load_owed()  # what a crash left unanswered goes out first
         await self.loop.run()
 
     async def stop(self) -> None:
@@ -246,6 +255,11 @@ class MatrixPlatform(Platform):
             except (asyncio.CancelledError, Exception):
                 pass
         self._main_task = self._reply_task = None
+        if self.replies is not None:
+            try:
+                await self.replies.flush()  # else what was sent is sent again after a restart
+            except Exception:
+                log.exception("matrix: could not record the last answers sent")
         if self.client is not None:
             await self.client.close()
             self.client = None
@@ -272,7 +286,7 @@ class MatrixPlatform(Platform):
     # --- commands ----------------------------------------------------------------------------
 
     async def _handle_event(self, room: MatrixRoom, event: Any) -> None:
-        """A timeline event: a command becomes an Invocation; its replies are made durable."""
+        """A timeline event: a command becomes a journaled Invocation; its replies go out."""
         if getattr(event, "sender", None) == self.user_id:
             return
         if isinstance(event, MegolmEvent):
@@ -287,10 +301,8 @@ class MatrixPlatform(Platform):
         if parsed is None:
             return
         assert self._bot is not None and self.replies is not None and self.loop is not None
-        if self.loop.replaying and await asyncio.to_thread(
-            self.replies.was_handled, event.event_id
-        ):
-            return
+        if self.loop.replaying and await self.replies.send_journaled(event.event_id):
+            return  # handled before: not run again; its answer goes out if it never did
         thread_root, reply_to = thread_and_reply(content)
         invocation = Invocation(
             platform=self.name,
@@ -301,24 +313,28 @@ class MatrixPlatform(Platform):
             thread=thread_root or reply_to,
             event_id=event.event_id,
             display_name=room.user_name(event.sender) or event.sender,
+            reply_to=matrix_sync.reply_to(room.room_id, event.event_id, thread_root),
         )
         replies = await self._bot.handle(invocation)
-        payloads = [
-            reply_payload(self._render(reply), event.event_id, thread_root) for reply in replies
-        ]
-        await self.replies.commit(event.event_id, room.room_id, payloads)
+        if not replies:  # the journal has it done (a replay): its stored answer is what is owed
+            await self.replies.send_journaled(event.event_id)
+            return
+        answer = Answer(event.event_id, room.room_id, thread_root, tuple(replies))
+        if any(reply.template in UNJOURNALED for reply in replies):
+            await self.replies.journal(answer)  # a refusal rolled back: journaled here, then sent
+        else:
+            self.replies.send(answer)  # journaled with the command, committed: out at once
 
     async def _give_up(self, room: MatrixRoom, event: Any) -> None:
-        """An event whose handling kept failing: apologise, mark it handled, move on."""
+        """An event whose handling kept failing: apologise, journal it handled, move on."""
         assert self.replies is not None
         error_id = secrets.token_hex(4)
         log.error("matrix: error %s: event %s was given up", error_id, event.event_id)
-        payloads = []
+        replies: tuple[Reply, ...] = ()
         if isinstance(event, RoomMessageText):
-            apology = render_pair("replies/apology.j2", error_id=error_id)
-            payloads.append(reply_payload(apology, event.event_id, None))
+            replies = (Reply("replies/apology.j2", {"error_id": error_id}),)
         try:
-            await self.replies.commit(event.event_id, room.room_id, payloads)
+            await self.replies.journal(Answer(event.event_id, room.room_id, None, replies))
         except Exception:
             log.exception("matrix: could not mark %s handled", event.event_id)
 
@@ -330,38 +346,40 @@ class MatrixPlatform(Platform):
             return render_pair("replies/apology.j2", error_id="render")
 
     async def _undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
-        """Log it and answer the sender once per key session with a hint. (The sync loop hands
-        an event on as a ``MegolmEvent`` only after waiting ``key_wait`` for its key.)
-
-        (nio's key requests go to the bot's own other devices, of which it has none.)
+        """Log it and hint the sender, within limits: one hint per sender per room in a window,
+        and a few per room a minute (``bot.store.matrix_sync``), so fresh key sessions cannot
+        make the bot answer without end. (The sync loop hands an event on as a ``MegolmEvent``
+        only after waiting ``key_wait`` for its key; nio's key requests go to the bot's own
+        other devices, of which it has none.)
         """
         assert self.replies is not None
-        if await asyncio.to_thread(self.replies.was_handled, event.event_id):
+        hint = Reply(
+            "matrix/undecryptable.j2",
+            {"device": self.device_id, "user": self.user_id, "cross_signed": self.cross_signed},
+        )
+        replies = await asyncio.to_thread(self._record_undecryptable, room.room_id, event, hint)
+        if replies is None:  # journaled before a restart: its hint, if any, is sent if owed
+            await self.replies.send_journaled(event.event_id)
             return
         log.warning(
-            "matrix: cannot decrypt %s in %s from %s (device %s, session %s)",
+            "matrix: cannot decrypt %s in %s from %s (device %s, session %s)%s",
             event.event_id,
             room.room_id,
             event.sender,
             event.device_id,
             event.session_id,
+            "" if replies else "; no hint (the hint limit is reached)",
         )
-        # Once per (key session, room, sender), across restarts too: a marker in handledevent.
-        marker = f"hint:{event.session_id}:{room.room_id}:{event.sender}"[:255]
-        payloads: list[dict[str, Any]] = []
-        if marker not in self._hinted and not await asyncio.to_thread(
-            self.replies.was_handled, marker
-        ):
-            hint = render_pair(
-                "matrix/undecryptable.j2",
-                device=self.device_id,
-                user=self.user_id,
-                cross_signed=self.cross_signed,
+        self.replies.send(Answer(event.event_id, room.room_id, None, tuple(replies)))
+
+    def _record_undecryptable(
+        self, room_id: str, event: MegolmEvent, hint: Reply
+    ) -> list[Reply] | None:
+        assert self._bot is not None
+        with self._bot.database.session() as session:
+            return matrix_sync.record_undecryptable(
+                session, event_id=event.event_id, room_id=room_id, sender=event.sender, hint=hint
             )
-            payloads.append(reply_payload(hint, event.event_id, None))
-            await self.replies.commit(marker, room.room_id, [])
-        self._hinted.add(marker)
-        await self.replies.commit(event.event_id, room.room_id, payloads)
 
     # --- outbox and live counter -------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 nio's ``sync_forever`` stores ``next_batch`` before running callbacks and ends on the first
 exception in one. This loop instead handles every event of a batch (through ``on_event``), and only
 then stores the batch's ``next_batch`` in the cosign database. A crash before that re-syncs the same
-batch; the adapter skips events already handled (the handled-event table), so nothing is lost and
-nothing repeated. A failing batch is retried with back-off (the homeserver going away is just that);
+batch; the adapter skips events the command journal has done (a command is journaled in its own
+transaction), sending only their replies if those never went out, so nothing is lost and nothing
+repeated. A failing batch is retried with back-off (the homeserver going away is just that);
 an event that fails three times is logged and skipped.
 
 History is never a command (rule 10). On the very first start (no checkpoint) the sync asks for a
@@ -19,8 +20,8 @@ Commands sent while the bot was down in rooms it had joined come after the join:
 
 An encrypted event the bot cannot decrypt yet is not given up at once: its room key often comes a
 sync or two later (a to-device message). It waits up to ``key_wait`` seconds, decryption tried again
-after every batch; decrypted, it is handled like any event (checked against the handled-event
-table first); still undecryptable at the end, it goes to the adapter as the ``MegolmEvent`` (which
+after every batch; decrypted, it is handled like any event (checked against the command
+journal first); still undecryptable at the end, it goes to the adapter as the ``MegolmEvent`` (which
 hints the sender). Meanwhile the stored checkpoint stays at the start of the batch the event came
 in, so after a restart that batch is synced again and the event is not lost; the long poll is
 shortened so the wait ends on time.
@@ -168,7 +169,7 @@ class SyncLoop:
         self.stopping = False
         self.handling = False  # between receiving a batch and storing its checkpoint
         #: the batch may hold events handled before (first batch after a start, or a retried
-        #: batch): only then must each command be checked against the handled-event table
+        #: batch): only then must each command be checked against the command journal
         self.replaying = True
         self._failures: dict[str, int] = {}
         self._filter_ids: dict[int, str] = {}
