@@ -50,6 +50,26 @@ class CompiledView:
     count: int
     compiled_at: datetime
     outputs: dict[str, str]
+    # What the coordinators' closing message witnesses (DESIGN.md §10): the PDF's SHA-256 and
+    # the audit head at close; and the names the PDF's fonts cannot draw.
+    pdf_sha256: str | None = None
+    audit_head: str | None = None  # "SEQ:first 16 hex digits", as `audit --anchor` takes it
+    unprintable: tuple[str, ...] = ()
+
+    def witness(self) -> str:
+        """The closing message's record of what was published: chat keeps a copy of it."""
+        parts = []
+        if self.pdf_sha256:
+            parts.append(f"PDF SHA-256 {self.pdf_sha256}")
+        if self.audit_head:
+            parts.append(f"audit head {self.audit_head}")
+        text = ("; ".join(parts) + ".") if parts else ""
+        if self.unprintable:
+            text += (" " if text else "") + (
+                "The PDF's fonts cannot draw: " + "; ".join(self.unprintable)
+                + " (add a font with [output].fonts and recompile a preview to check)."
+            )
+        return text
 
 
 def _shown_count(session: Session, letter: Letter) -> int | None:
@@ -153,13 +173,35 @@ def compiled(database: Database, *, slug: str) -> CompiledView | None:
         compilation = letters.get_compilation(session, letter_pk=letter.id)
         if compilation is None:
             return None
+        receipt = compilation.receipt or {}
+        head = receipt.get("audit_head") or {}
+        unprintable = tuple(
+            f"{w.get('member_id')} ({w.get('characters')})"
+            for w in compilation.warnings or []
+            if w.get("kind") == "font"
+        )
         return CompiledView(
             letter.slug,
             letter.title,
             compilation.signatory_count,
             compilation.compiled_at,
             dict(compilation.outputs),
+            pdf_sha256=compilation.sha256.get("pdf"),
+            audit_head=f"{head['seq']}:{str(head['hash'])[:16]}" if head.get("hash") else None,
+            unprintable=unprintable,
         )
+
+
+def compiled_pdf(database: Database, *, slug: str) -> bytes | None:
+    """The published PDF's bytes (None before close, or for a letter closed without one)."""
+    with database.session() as session:
+        letter = letters.get_letter(session, slug=slug)
+        if letter is None or letter.id is None:
+            return None
+        compilation = letters.get_compilation(session, letter_pk=letter.id)
+        if compilation is None or compilation.id is None:
+            return None
+        return letters.compiled_files(session, compilation_pk=compilation.id).get("pdf")
 
 
 def member_label(database: Database, *, platform: str, external_id: str) -> str | None:

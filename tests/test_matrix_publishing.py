@@ -4,6 +4,7 @@ compiled letter at the deadline (uploaded as files in the announce room, a summa
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -68,7 +69,7 @@ async def test_deadline_compiles_and_announces_with_files(
         files = await eventually(
             lambda: (
                 [e for e in world.bot_events(announce) if e["content"]["msgtype"] == "m.file"]
-                if len(world.bot_events(announce)) >= 3
+                if len(world.bot_events(announce)) >= 4
                 else None
             ),
             what="the compiled files",
@@ -94,8 +95,14 @@ async def test_deadline_compiles_and_announces_with_files(
     compiled = publishing.compiled(database, slug="interpol-2021")
     assert compiled is not None and compiled.count == 3
     by_name = {e["content"]["body"]: e for e in files}
-    assert set(by_name) == {"interpol-2021.txt", "interpol-2021.html"}
+    assert set(by_name) == {"interpol-2021.pdf", "interpol-2021.txt", "interpol-2021.html"}
     text = world.download(by_name["interpol-2021.txt"]["content"]["url"]).decode("utf-8")
+    pdf = world.download(by_name["interpol-2021.pdf"]["content"]["url"])
+    assert by_name["interpol-2021.pdf"]["content"]["info"]["mimetype"] == "application/pdf"
+    # the summary witnesses the published PDF and the audit head (DESIGN.md §10)
+    assert compiled.pdf_sha256 == hashlib.sha256(pdf).hexdigest()
+    assert f"PDF SHA-256 {compiled.pdf_sha256}" in summary["content"]["body"]
+    assert f"audit head {compiled.audit_head}" in summary["content"]["body"]
     assert text == compiled.outputs["txt"]
     assert by_name["interpol-2021.txt"]["content"]["info"]["mimetype"].startswith("text/plain")
     database.dispose()

@@ -17,6 +17,7 @@ from pypdf import PdfReader
 from record_support import SLUG, Cli, golden_lines, pdf_lines, pdf_pages
 from sqlmodel import select
 
+from bot import publishing
 from bot.compile import LetterText, render_document
 from bot.db import Database
 from bot.models import Compilation, CompiledFile
@@ -318,6 +319,12 @@ def test_names_no_font_can_draw_are_warned_about(cli: Cli, tmp_path: Path) -> No
             compilation = session.exec(select(Compilation)).one()
             fonts = [w for w in compilation.warnings or [] if w["kind"] == "font"]
             assert sorted(w["member_id"] for w in fonts) == ["eg-hassan", "jp-yamada"]
+        # ... and the coordinators' closing message names them (DESIGN.md §10)
+        compiled = publishing.compiled(database, slug=SLUG)
+        assert compiled is not None
+        witness = compiled.witness()
+        assert "cannot draw" in witness and "jp-yamada (" in witness and "山" in witness
+        assert "eg-hassan (" in witness and witness.startswith("PDF SHA-256 ")
     finally:
         database.dispose()
 

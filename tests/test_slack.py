@@ -4,6 +4,7 @@ letter posts within limits, 429s, hostile names, retried events and the deadline
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from datetime import timedelta
@@ -322,10 +323,26 @@ async def test_deadline_compile_is_announced_and_buttons_removed(
             await asyncio.sleep(0.1)
         await h.settle()
         uploads = list(h.fake.files.values())
-        assert {u.filename for u in uploads} == {f"{slug}.txt", f"{slug}.html"}
+        assert {u.filename for u in uploads} == {f"{slug}.pdf", f"{slug}.txt", f"{slug}.html"}
         txt = next(u for u in uploads if u.filename.endswith(".txt"))
         assert "Senator Eric Abetz (Australia)" in txt.content.decode()
         assert all(u.channel == "CANNOUNCE" or "CANNOUNCE" in (u.channels or []) for u in uploads)
+        # The coordinators' closing message witnesses the PDF's hash and the audit head (§10)
+        pdf = next(u for u in uploads if u.filename.endswith(".pdf"))
+        assert pdf.content.startswith(b"%PDF")
+        with h.database.session() as session:
+            letter = letters.get_letter(session, slug=slug)
+            assert letter is not None and letter.id is not None
+            compilation = letters.get_compilation(session, letter_pk=letter.id)
+            assert compilation is not None and compilation.receipt is not None
+            head = compilation.receipt["audit_head"]
+        assert compilation.sha256["pdf"] == hashlib.sha256(pdf.content).hexdigest()
+        (announced,) = [
+            c for c in h.fake.calls_to("chat.postMessage") if c.args["channel"] == "CANNOUNCE"
+        ]
+        text = str(announced.args.get("text"))
+        assert f"PDF SHA-256 {compilation.sha256['pdf']}" in text
+        assert f"audit head {head['seq']}:{head['hash'][:16]}" in text
         summaries = [
             c
             for c in h.fake.calls_to("chat.postMessage")

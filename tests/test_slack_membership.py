@@ -99,7 +99,7 @@ async def test_compiled_letter_to_an_unjoined_public_channel_is_joined_then_uplo
         assert join < summary < upload
         assert h.fake.channels["CANNOUNCE"]["is_member"] is True
         files = {u.filename for u in h.fake.files.values() if u.channel == "CANNOUNCE"}
-        assert files == {f"{slug}.txt", f"{slug}.html"}
+        assert files == {f"{slug}.pdf", f"{slug}.txt", f"{slug}.html"}
         assert "closed at" in h.fake.messages_in("CANNOUNCE")[0]["text"]
 
 

@@ -191,6 +191,12 @@ class ConsolePlatform(Platform):
                 closed_at=format_utc(result.compiled_at),
                 count=result.count,
                 text=result.outputs["txt"],
+                pdf_path=(
+                    str(self._bot.settings.letters.output_dir / result.slug / "letter.pdf")
+                    if result.pdf_sha256
+                    else ""
+                ),
+                witness=result.witness(),
             ).rstrip("\n")
         return None
 

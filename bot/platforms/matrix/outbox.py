@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 TEXT = "text/plain; charset=utf-8"
 HTML = "text/html; charset=utf-8"
+PDF = "application/pdf"
 
 
 class Publisher:
@@ -179,12 +180,16 @@ class Publisher:
             for fmt, mimetype in (("txt", TEXT), ("html", HTML))
             if fmt in result.outputs
         ]
+        pdf = await asyncio.to_thread(publishing.compiled_pdf, self.database, slug=result.slug)
+        if pdf is not None:
+            files.insert(0, ("pdf", f"{result.slug}.pdf", PDF))
         summary = render_pair(
             "matrix/compiled.j2",
             title=result.title,
             closed_at=format_utc(result.compiled_at),
             count=result.count,
             files=[name for _, name, _ in files],
+            witness=result.witness(),
         )
         sent = await self.sender.room_send(
             room_id, notice(summary, msgtype=MSGTYPE_TEXT), txn_id(key, "summary")
@@ -193,10 +198,11 @@ class Publisher:
             return sent
         event_ids = {"summary": sent.result.get("event_id")}
         for fmt, filename, mimetype in files:
+            data = pdf if fmt == "pdf" and pdf is not None else result.outputs[fmt].encode("utf-8")
             filed = await self.sender.send_file(
                 room_id,
                 filename=filename,
-                data=result.outputs[fmt].encode("utf-8"),
+                data=data,
                 mimetype=mimetype,
                 tx=txn_id(key, fmt),
             )

@@ -237,10 +237,11 @@ class SlackOutbound:
         )
         if result is None:
             return Delivery.failed("no compilation for this letter", permanent=True)
+        formats = "PDF, text and printable HTML" if result.pdf_sha256 else "text and printable HTML"
         summary = escape_mrkdwn(
             f"📬 “{result.title}” closed at {format_utc(result.compiled_at)} with "
             f"{result.count} signature{'' if result.count == 1 else 's'}. "
-            "The compiled letter follows as files (text and printable HTML)."
+            f"The compiled letter follows as files ({formats}). {result.witness()}".rstrip()
         )
         await join_channel(self.client, message.channel)
         try:
@@ -262,10 +263,19 @@ class SlackOutbound:
         if result is None:
             return Delivery.failed("no compilation for this letter", permanent=True)
         await join_channel(self.client, message.channel)
+        pdf = await asyncio.to_thread(
+            publishing.compiled_pdf, self._bot.database, slug=result.slug
+        )
+        uploads: list[dict[str, Any]] = []
+        if pdf is not None:
+            uploads.append(
+                {"content": pdf, "filename": f"{result.slug}.pdf", "title": f"{result.title} (PDF)"}
+            )
         try:
             response = await self.client.files_upload_v2(
                 channel=message.channel,
                 file_uploads=[
+                    *uploads,
                     {
                         "content": result.outputs["txt"],
                         "filename": f"{result.slug}.txt",
