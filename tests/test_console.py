@@ -104,9 +104,12 @@ async def test_reminders_and_closing_summary_are_printed(
     async with console_harness as h:
         await h.send()
         h.bot.scheduler.tick(now=deadline - timedelta(hours=23))
-        reminder = await h.send()
+        printed = (await h.send()).splitlines()
+        # the channel's reminder, among the members' direct ones (delivery order is free)
+        (reminder,) = [line for line in printed if line.startswith("[#members] ⏰ Reminder")]
         assert reminder.startswith("[#members] ⏰ Reminder: “Candidacy")
         assert "sign it with !sign interpol-2021" in reminder
+        assert sum(line.startswith("[dm @") for line in printed) == 47  # nobody has signed
         h.bot.scheduler.tick(now=deadline + timedelta(seconds=1))
         closed = await h.send()
         assert "[#members] Signing of “Candidacy" in closed and "0 signatures" in closed

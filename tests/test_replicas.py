@@ -86,7 +86,11 @@ async def test_two_bots_compile_announce_and_remind_once(db_url: str, tmp_path: 
             assert undelivered == []
         database.dispose()
         uploads = list(fake.files.values())
-        assert sorted(u.filename for u in uploads) == ["interpol-2021.html", "interpol-2021.txt"]
+        assert sorted(u.filename for u in uploads) == [
+            "interpol-2021.html",
+            "interpol-2021.pdf",
+            "interpol-2021.txt",
+        ]
         posts = fake.calls_to("chat.postMessage")
         for channel in ("C1", "C2"):
             texts = [str(c.args.get("text")) for c in posts if c.args.get("channel") == channel]
