@@ -146,16 +146,29 @@ def announce_deadline_moved(session: Session, *, letter: Letter, now: datetime) 
         "deadline": format_utc(letter.deadline),
         "time_left": time_left(letter.deadline, now),
     }
+    return to_posted_channels(
+        session,
+        letter=letter,
+        key=f"extended:{letter.slug}:{iso_utc(now)}:{iso_utc(letter.deadline)}",
+        payload={"template": "replies/deadline_moved.j2", "context": context},
+    )
+
+
+def to_posted_channels(
+    session: Session, *, letter: Letter, key: str, payload: dict[str, Any]
+) -> int:
+    """Queue one message in every channel the letter was posted in (the key names what it is;
+    each channel's row adds platform and channel); how many were new."""
+    assert letter.id is not None
     queued = 0
     for post in letters.posts_of(session, letter_pk=letter.id):
         message = outbox.enqueue(
             session,
-            key=f"extended:{letter.slug}:{iso_utc(now)}:{iso_utc(letter.deadline)}:"
-            f"{post.platform}:{post.channel}",
+            key=f"{key}:{post.platform}:{post.channel}",
             platform=post.platform,
             channel=post.channel,
             kind="message",
-            payload={"template": "replies/deadline_moved.j2", "context": context},
+            payload=payload,
             letter_pk=letter.id,
         )
         queued += message is not None
@@ -195,16 +208,12 @@ def close_and_announce(
     }
     embargoed = letter.embargo is not None and letter.embargo > now
     closing = _closing_message(settings, letter, summary) if embargoed else None
-    for post in letters.posts_of(session, letter_pk=letter.id):
-        outbox.enqueue(
-            session,
-            key=f"closed:{letter.slug}:{post.platform}:{post.channel}",
-            platform=post.platform,
-            channel=post.channel,
-            kind="message",
-            payload=closing or {"template": "replies/closed_summary.j2", "context": summary},
-            letter_pk=letter.id,
-        )
+    to_posted_channels(
+        session,
+        letter=letter,
+        key=f"closed:{letter.slug}",
+        payload=closing or {"template": "replies/closed_summary.j2", "context": summary},
+    )
     for raw in settings.coordinators.announce:
         target = parse_target(raw)
         outbox.enqueue(
@@ -282,20 +291,12 @@ def enqueue_reminder(session: Session, *, letter: Letter, label: str, now: datet
         if letter.visibility == "private"
         else signatures.count_active(session, letter_pk=letter.id),
     }
-    sent = 0
-    for post in letters.posts_of(session, letter_pk=letter.id):
-        message = outbox.enqueue(
-            session,
-            key=f"reminder:{letter.slug}:{label}:{iso_utc(letter.deadline)}:{post.platform}:"
-            f"{post.channel}",
-            platform=post.platform,
-            channel=post.channel,
-            kind="message",
-            payload={"template": "replies/reminder.j2", "context": context},
-            letter_pk=letter.id,
-        )
-        sent += message is not None
-    return sent
+    return to_posted_channels(
+        session,
+        letter=letter,
+        key=f"reminder:{letter.slug}:{label}:{iso_utc(letter.deadline)}",
+        payload={"template": "replies/reminder.j2", "context": context},
+    )
 
 
 # --- campaigns: visibility, leads, embargo, reminders by direct message (DESIGN.md §8) --------
@@ -438,16 +439,12 @@ def publish_letter(
         "closed_at": format_utc(letter.closed_at or now),
         "signatories": "\n\n".join("\n".join(lines) for lines in blocks),
     }
-    for post in letters.posts_of(session, letter_pk=letter.id):
-        outbox.enqueue(
-            session,
-            key=f"published:{letter.slug}:{post.platform}:{post.channel}",
-            platform=post.platform,
-            channel=post.channel,
-            kind="message",
-            payload={"template": "replies/published.j2", "context": context},
-            letter_pk=letter.id,
-        )
+    to_posted_channels(
+        session,
+        letter=letter,
+        key=f"published:{letter.slug}",
+        payload={"template": "replies/published.j2", "context": context},
+    )
     return True
 
 

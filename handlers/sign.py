@@ -22,6 +22,17 @@ def _name_of(ctx: Context) -> tuple[str, str]:
     return name, member.group
 
 
+def _signing_detail(ctx: Context, letter: Letter) -> dict[str, Any]:
+    """What a `signature.added` audit event records of the command, whoever signed."""
+    inv = ctx.invocation
+    return {
+        "platform": inv.platform,
+        "account": inv.user,
+        "event": inv.event_id,
+        "version": letter.version,
+    }
+
+
 def _split_for(ctx: Context, args: list[str]) -> tuple[list[str], str | None]:
     """`[SLUG] [for MEMBER_ID]` -> ([SLUG], MEMBER_ID or None); a stray `for` is a usage error."""
     if len(args) >= 2 and args[-2].lower() == "for":
@@ -104,10 +115,7 @@ def _sign_for(ctx: Context, letter: Letter, staff: Member, principal: Member) ->
         letter_slug=letter.slug,
         member_id=principal.member_id,
         detail={
-            "platform": inv.platform,
-            "account": inv.user,
-            "event": inv.event_id,
-            "version": letter.version,
+            **_signing_detail(ctx, letter),
             "proxy": mode,
             "awaiting_member": awaiting,
             **proxy.proxy_detail(staff, principal),
@@ -231,12 +239,7 @@ def sign(ctx: Context, args: list[str]) -> dict[str, Any] | Reply:
         action="signature.added",
         letter_slug=letter.slug,
         member_id=member.member_id,
-        detail={
-            "platform": inv.platform,
-            "account": inv.user,
-            "event": inv.event_id,
-            "version": letter.version,
-        },
+        detail=_signing_detail(ctx, letter),
     )
     return {
         "title": letter.title,
