@@ -32,7 +32,7 @@ check: lint typecheck test
 # Every bench runs even after one misses its target; make fails if any did.
 bench: $(STAMP)
 	@status=0; \
-	for name in compile slack_sign matrix_sign memory; do \
+	for name in compile copies slack_sign matrix_sign memory; do \
 		echo "== bench/$$name.py"; \
 		$(BIN)/python bench/$$name.py || { echo "== bench/$$name.py: MISS (exit $$?)"; status=1; }; \
 	done; \

@@ -342,12 +342,21 @@ def _after_close(
     elif letter.embargo <= now:
         publish_letter(session, settings=settings, letter=letter, actor=actor, now=now)
     missing = unsigned_leads(session, letter=letter, compilation=compilation)
-    if not missing and letter.published_at is not None:
+    # signed an earlier text and never re-confirmed: not printed (DESIGN.md §9)
+    lapsed = [
+        person.line
+        for person in in_letter_order(
+            signatures.awaiting_reconfirmation(session, letter_pk=letter.id)
+        )
+    ]
+    if not missing and not lapsed and letter.published_at is not None:
         return
     context = {
         "title": letter.title,
         "slug": letter.slug,
         "missing": missing,
+        "lapsed": lapsed,
+        "version": letter.version_number,
         "publish_at": format_utc(letter.embargo)
         if letter.embargo is not None and letter.published_at is None
         else "",
@@ -494,10 +503,13 @@ class StatusView:
     signatures: int
     groups: dict[str, int]
     asker_signature: Signature | None = None
+    asker_must_reconfirm: bool = False  # their signature was given to an earlier text
     signatories: list[ListedSignatory] = field(default_factory=list)  # in letter order
     pending: list[dict[str, Any]] = field(default_factory=list)
     not_signed: list[ListedSignatory] = field(default_factory=list)  # in letter order
-    earlier_version: int = 0
+    version: int = 1  # the current text's number (DESIGN.md §9)
+    # signed an earlier text, not re-confirmed: not counted (names for coordinators only)
+    awaiting_reconfirmation: list[ListedSignatory] = field(default_factory=list)
     detailed: bool = False
     names_visible: bool = False
     names_omitted: int = 0  # names not listed for a member (too many); counts still shown
@@ -544,6 +556,8 @@ class StatusView:
                 for s in self.signatories
             ],
             "awaiting_member": self.awaiting_member,
+            "version": self.version,
+            "awaiting_reconfirmation": [s.member_id for s in self.awaiting_reconfirmation],
             "pending": self.pending,
             **self.campaign_json(),
         }
@@ -587,12 +601,14 @@ def status_view(
         signatures=total,
         groups={name: counts[name] for name in sorted(counts, key=group_key) if counts[name]},
         detailed=coordinator,
+        version=letter.version_number,
     )
     _apply_visibility(view, letter=letter, settings=settings, coordinator=coordinator)
     if asker is not None and asker.id is not None:
         mine = signatures.active_signature(session, letter_pk=letter.id, member_pk=asker.id)
         # one their staff gave that awaits their confirmation is not theirs yet
         view.asker_signature = mine if mine is not None and not mine.awaiting_member else None
+        view.asker_must_reconfirm = mine is not None and mine.awaiting_reconfirmation
     if view.names_visible and not coordinator and total > MEMBER_NAME_LIMIT:
         view.names_omitted = total
     elif view.names_visible:
@@ -612,7 +628,9 @@ def status_view(
             for p in members.list_pending(session, letter_pk=letter.id)
         ]
         view.not_signed = in_letter_order(signatures.not_signed(session, letter_pk=letter.id))
-        view.earlier_version = signatures.count_other_versions(session, letter=letter)
+        view.awaiting_reconfirmation = in_letter_order(
+            signatures.awaiting_reconfirmation(session, letter_pk=letter.id)
+        )
         view.awaiting_member = signatures.awaiting_members(session, letter_pk=letter.id)
         if signing_details:
             view.signed_by = signatures.proxy_signers(session, letter_pk=letter.id)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from bot import textdiff
 from bot.campaign import (
     CampaignError,
     close_and_announce,
@@ -42,7 +43,9 @@ from bot.roster import RosterError, export_roster, import_roster
 from bot.store import audit as audit_store
 from bot.store import letters as letter_store
 from bot.store import members as member_store
+from bot.store.letters import TextUpdate
 from bot.timeutil import BadTime, format_utc, iso_utc, parse_when, time_left
+from bot.versions import VersionError, change_text, diff_versions
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -192,8 +195,24 @@ def letter_create(file: Path, deadline: WhenOption = None) -> None:
 
 
 @letter_app.command("update")
-def letter_update(file: Path, deadline: WhenOption = None) -> None:
-    """Replace a draft or open letter's text (and deadline) from its file."""
+def letter_update(
+    file: Path,
+    deadline: WhenOption = None,
+    minor: Annotated[
+        bool,
+        typer.Option(
+            "--minor",
+            help="A typo-level change: signatures move to the new text without asking anyone; "
+            "the letter's channels get a notice with the diff.",
+        ),
+    ] = False,
+) -> None:
+    """Replace a draft or open letter's text (and deadline) from its file.
+
+    A new text is a new version. On an open letter the change is material unless --minor:
+    signatures given to the earlier text stop counting until their signers re-confirm, and each
+    signer gets a direct message with the change.
+    """
     text = _read_text(file)
     with opened() as (config, database), database.session() as session:
         now = utcnow()
@@ -204,14 +223,61 @@ def letter_update(file: Path, deadline: WhenOption = None) -> None:
         when = _deadline(deadline, config, now) if deadline else None
         if when is not None and when <= now:
             fail(f"the deadline {format_utc(when)} is in the past")
-        before = letter.version
-        updated = letter_store.update_letter(
-            session, letter=letter, source=source, deadline=when, actor=CLI_ACTOR, at=now
-        )
-        if updated is None:  # closed since the check above, by the deadline or another process
+        try:
+            update = change_text(
+                session,
+                letter=letter,
+                source=source,
+                deadline=when,
+                minor=minor,
+                actor=CLI_ACTOR,
+                now=now,
+            )
+        except VersionError as exc:
+            fail(str(exc))
+        if update is None:  # closed since the check above, by the deadline or another process
             fail(f"{letter.slug} is closed; its compiled text is final")
-        changed = letter.version != before
-    typer.echo(f"updated {source.slug}" + ("" if changed else " (text unchanged)"))
+    typer.echo(_update_summary(update))
+
+
+def _update_summary(update: TextUpdate) -> str:
+    letter = update.letter
+    if update.current is None:
+        return f"updated {letter.slug} (text unchanged: still version {letter.version_number})"
+    line = f"updated {letter.slug}: version {letter.version_number} ({letter.version[:16]})"
+    if letter.state != LetterState.open.value:
+        return line
+    if update.lapsed:
+        return (
+            f"{line}; a material change: {len(update.lapsed)} signature"
+            f"{'' if len(update.lapsed) == 1 else 's'} no longer count until re-confirmed, "
+            "and each signer is sent the change by direct message"
+        )
+    if update.moved:
+        return f"{line}; a minor change: {update.moved} signature(s) moved to it"
+    return line
+
+
+@letter_app.command("diff")
+def letter_diff(
+    slug: str,
+    from_: Annotated[
+        int | None,
+        typer.Option("--from", help="The earlier version (default: the one before --to)."),
+    ] = None,
+    to: Annotated[
+        int | None, typer.Option("--to", help="The later version (default: the current one).")
+    ] = None,
+) -> None:
+    """Print the word diff between two versions of a letter's text ([-removed-] {+added+})."""
+    with opened() as (_, database), database.session() as session:
+        letter = require_letter(session, slug)
+        try:
+            change = diff_versions(session, letter=letter, old=from_, new=to)
+        except VersionError as exc:
+            fail(str(exc))
+    typer.echo(change.header())
+    typer.echo(textdiff.plain(change.pieces))
 
 
 @letter_app.command("list")
@@ -245,7 +311,8 @@ def letter_show(slug: str) -> None:
         posts = letter_store.posts_of(session, letter_pk=letter.id or 0)
         typer.echo(
             f"slug:     {letter.slug}\ntitle:    {letter.title}\nstate:    {letter.state}\n"
-            f"deadline: {format_utc(letter.deadline)}\nversion:  {letter.version}"
+            f"deadline: {format_utc(letter.deadline)}\n"
+            f"version:  {letter.version_number} ({letter.version})"
         )
         for post in posts:
             typer.echo(

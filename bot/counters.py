@@ -70,6 +70,7 @@ class CounterSync:
                     post_id=post.post_id,
                     count=post.letter.count,
                     state=post.letter.state,
+                    version=post.letter.version,
                 )
             elif delivery.retry_after is not None:
                 wait = max(wait, delivery.retry_after)

@@ -15,7 +15,7 @@ from bot.compile import render_letter
 from bot.db import Database
 from bot.models import Letter, Post
 from bot.models._types import utcnow
-from bot.store import audit, letters, members, signatures
+from bot.store import audit, letters, members, signatures, versions
 from bot.timeutil import format_utc
 
 
@@ -32,6 +32,8 @@ class LetterView:
     count: int | None  # None: the letter is private (DESIGN.md §8), posts show no number
     text: str  # addressees, subject, date, body, closing, signed_by (plain text, as compiled)
     body: str  # the Markdown body alone
+    version: int = 1  # the text's version number (DESIGN.md §9)
+    change_note: str = ""  # once the text changed: a line saying so, shown with the post
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class PostView:
     channel: str
     message_id: str | None
     letter: LetterView
+    shown_version: int | None = None  # the text version the post shows (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ def _letter_view(session: Session, letter: Letter) -> LetterView:
         count=_shown_count(session, letter),
         text=render_letter(letters.letter_text(letter), [], "txt").rstrip("\n"),
         body=letter.body,
+        version=letter.version_number,
+        change_note=versions.change_note(session, letter=letter),
     )
 
 
@@ -116,7 +121,13 @@ def letter_view(database: Database, *, slug: str) -> LetterView | None:
 
 
 def record_post(
-    database: Database, *, post_id: int, message_id: str, count: int | None, state: str
+    database: Database,
+    *,
+    post_id: int,
+    message_id: str,
+    count: int | None,
+    state: str,
+    version: int | None = None,
 ) -> None:
     """Remember where the letter was posted, so counters and closing can edit it."""
     with database.session() as session:
@@ -127,11 +138,13 @@ def record_post(
         post.posted_at = post.updated_at = utcnow()
         post.shown_count = count
         post.shown_state = state
+        post.shown_version = version
         session.add(post)
 
 
 def stale_posts(database: Database, *, platform: str) -> list[PostView]:
-    """Posts whose shown count or state differs from the truth (the live counter's work list)."""
+    """Posts whose shown count, state or text version differs from the truth (the live
+    counter's work list): a changed text is shown by editing the post like a count."""
     with database.session() as session:
         rows = session.exec(
             select(Post, Letter)
@@ -145,15 +158,23 @@ def stale_posts(database: Database, *, platform: str) -> list[PostView]:
             assert post.id is not None and letter.id is not None
             if letter.id not in counts:
                 counts[letter.id] = _shown_count(session, letter)
-            if post.shown_count == counts[letter.id] and post.shown_state == letter.state:
+            if (
+                post.shown_count == counts[letter.id]
+                and post.shown_state == letter.state
+                and (post.shown_version or 1) == letter.version_number
+            ):
                 continue  # up to date: no need to render the letter's text on every pass
             view = _letter_view(session, letter)
-            stale.append(PostView(post.id, post.platform, post.channel, post.message_id, view))
+            stale.append(
+                PostView(
+                    post.id, post.platform, post.channel, post.message_id, view, post.shown_version
+                )
+            )
         return stale
 
 
 def mark_post_shown(
-    database: Database, *, post_id: int, count: int | None, state: str
+    database: Database, *, post_id: int, count: int | None, state: str, version: int | None = None
 ) -> None:
     with database.session() as session:
         post = session.get(Post, post_id)
@@ -161,6 +182,8 @@ def mark_post_shown(
             return
         post.shown_count = count
         post.shown_state = state
+        if version is not None:
+            post.shown_version = version
         post.updated_at = utcnow()
         session.add(post)
 

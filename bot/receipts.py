@@ -54,7 +54,7 @@ def parse_anchor(text: str) -> Anchor:
 def build_receipt(
     *,
     slug: str,
-    version: str,
+    version: int,
     text_sha256: str,
     signatories: int,
     outputs: Mapping[str, str],

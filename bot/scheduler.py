@@ -1,7 +1,9 @@
-"""The deadline scheduler: closes due letters once, sends reminders once, writes the files.
+"""The deadline scheduler: closes due letters once, sends reminders once, writes the files,
+queues the copies of published letters once.
 
 Safe to run in several processes at once: closing goes through one conditional UPDATE, reminders
-through a unique row per (letter, offset, deadline), outbox rows through unique keys.
+through a unique row per (letter, offset, deadline), outbox rows through unique keys, copies
+through one LetterCopies row per letter (bot.copies).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session
 
+from bot import copies
 from bot.campaign import (
     close_and_announce,
     enqueue_dm_reminders,
@@ -67,6 +70,7 @@ class Scheduler:
         changed |= self.publish_due(now)
         changed |= self.send_reminders(now)
         self.write_files()
+        changed |= self.queue_copies(now)
         return changed
 
     def close_due(self, now: datetime) -> bool:
@@ -108,6 +112,18 @@ class Scheduler:
                 published_any = True
                 log.info("published %s at the end of its embargo", slug)
         return published_any
+
+    def queue_copies(self, now: datetime) -> bool:
+        """The published PDF to each signatory by direct message (DESIGN.md §10), queued here
+        rather than at close or publication: thousands of rows must not slow those down. After
+        write_files, so the console's copy names a file that exists. Errors are logged, never
+        raised: the tick's other work does not depend on it."""
+        try:
+            queued = copies.queue_copies(self.bot.database, settings=self.bot.settings, now=now)
+        except Exception:
+            log.exception("queuing copies of published letters failed; the next tick retries")
+            return False
+        return queued > 0
 
     def send_reminders(self, now: datetime) -> bool:
         offsets = self.bot.settings.scheduler.reminder_offsets

@@ -92,6 +92,29 @@ def _code(context: Context, value: Any) -> Safe:
     return Safe(inner)
 
 
+@pass_context
+def _worddiff(context: Context, pieces: Any) -> Safe:
+    """A word diff (bot.textdiff pieces) with its marks, escaped for the format; in HTML the
+    removed words are also struck through and the added ones bold."""
+    from bot.textdiff import ADDED, REMOVED
+
+    fmt = _format_of(context)
+    parts = []
+    for tag, text in pieces:
+        inner = escape_for(fmt, text)
+        if tag == "-":
+            marked = escape_for(fmt, REMOVED[0]) + inner + escape_for(fmt, REMOVED[1])
+            parts.append(f"<del>{marked}</del>" if fmt == "html" else marked)
+        elif tag == "+":
+            marked = escape_for(fmt, ADDED[0]) + inner + escape_for(fmt, ADDED[1])
+            parts.append(f"<b>{marked}</b>" if fmt == "html" else marked)
+        elif tag == "…":
+            parts.append("…")
+        else:
+            parts.append(inner)
+    return Safe("".join(parts))
+
+
 def _lines(people: Any) -> list[str]:
     """Each signatory's printed line; join them, then finalize escapes the list once."""
     return [person.line for person in people]
@@ -110,6 +133,7 @@ def _make_environment() -> Environment:
     env.filters["b"] = _bold
     env.filters["code"] = _code
     env.filters["lines"] = _lines
+    env.filters["worddiff"] = _worddiff
     return env
 
 

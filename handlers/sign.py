@@ -29,7 +29,8 @@ def _signing_detail(ctx: Context, letter: Letter) -> dict[str, Any]:
         "platform": inv.platform,
         "account": inv.user,
         "event": inv.event_id,
-        "version": letter.version,
+        "version": letter.version_number,
+        "text_sha256": letter.version,
     }
 
 
@@ -105,6 +106,8 @@ def _sign_for(ctx: Context, letter: Letter, staff: Member, principal: Member) ->
         signed_by=staff,
         awaiting_member=awaiting,
     )
+    if not outcome.created and outcome.signature.awaiting_reconfirmation:
+        return _reconfirm(ctx, letter, principal, outcome.signature, staff=staff, awaiting=awaiting)
     if not outcome.created:
         signer = proxy.signer_of(ctx.session, outcome.signature)
         return _already(letter, principal, outcome.signature, signer)
@@ -171,6 +174,51 @@ def _confirm_own(ctx: Context, letter: Letter, member: Member, signature: Any) -
     )
 
 
+def _reconfirm(
+    ctx: Context,
+    letter: Letter,
+    principal: Member,
+    signature: Any,
+    *,
+    staff: Member | None = None,
+    awaiting: bool = False,
+) -> Reply:
+    """Sign again after a material change (DESIGN.md §9): the signature stands for the current
+    text, keeping when it was first given. Staff re-confirm for their member as they would sign
+    (in `confirm` mode it then awaits the member)."""
+    signed_version, signed_at = signature.version_number, signature.signed_at
+    if not signatures.reconfirm(
+        ctx.session, signature=signature, letter=letter, signed_by=staff, awaiting_member=awaiting
+    ):
+        raise CommandError("That signature changed meanwhile; type the command again.")
+    audit.append(
+        ctx.session,
+        actor=ctx.actor,
+        action="signature.reconfirmed",
+        letter_slug=letter.slug,
+        member_id=principal.member_id,
+        detail={
+            **_signing_detail(ctx, letter),
+            "from_version": signed_version,
+            "signed_at": signed_at.isoformat(),
+            "by": "staff" if staff is not None else "member",
+            **(proxy.proxy_detail(staff, principal) if staff is not None else {}),
+        },
+    )
+    context = {
+        "title": letter.title,
+        "name": principal.rendered_name(),
+        "group": principal.group,
+        "version": letter.version_number,
+        "signed_at": format_utc(signed_at),
+        "deadline": format_utc(letter.deadline),
+        "awaiting": awaiting,
+    }
+    if staff is not None:
+        return Reply("replies/reconfirmed_for.j2", context, "private")
+    return Reply("replies/reconfirmed.j2", context, "private")
+
+
 @REGISTRY.command("sign", usage="sign [SLUG] [for MEMBER_ID]", template="replies/signed.j2")
 def sign(ctx: Context, args: list[str]) -> dict[str, Any] | Reply:
     """Sign a letter (the one open in this channel if you leave out SLUG); staff add `for
@@ -216,6 +264,8 @@ def sign(ctx: Context, args: list[str]) -> dict[str, Any] | Reply:
         via_event_id=inv.event_id,
     )
     name, group = _name_of(ctx)
+    if not outcome.created and outcome.signature.awaiting_reconfirmation:
+        return _reconfirm(ctx, letter, member, outcome.signature)
     if not outcome.created and outcome.signature.awaiting_member:
         return _confirm_own(ctx, letter, member, outcome.signature)
     if not outcome.created and outcome.signature.signed_by_pk is not None:

@@ -7,7 +7,7 @@ from typing import Any
 from bot.campaign import status_view
 from bot.core import Context
 from bot.timeutil import format_utc
-from handlers.common import resolve_letter
+from handlers.common import resolve_letter, typed
 from handlers.registry import REGISTRY
 
 
@@ -23,9 +23,11 @@ def status(ctx: Context, args: list[str]) -> dict[str, Any]:
         coordinator=ctx.is_coordinator,
         now=ctx.now,
     )
-    signed_at = view.asker_signature.signed_at if view.asker_signature else None
+    mine = view.asker_signature
     return {
         "view": view,
         "known": ctx.member is not None and ctx.member.role == "member",
-        "signed_at": format_utc(signed_at) if signed_at else None,
+        "signed_at": format_utc(mine.signed_at) if mine is not None else None,
+        "signed_version": mine.version_number if mine is not None else None,
+        "sign_again": typed(ctx.invocation.platform, f"sign {letter.slug}"),
     }

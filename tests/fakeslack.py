@@ -44,6 +44,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import mimetypes
 import time
 import uuid
 from collections import deque
@@ -580,12 +581,21 @@ class FakeSlack:
         """Current messages of a channel, oldest first."""
         return [m for (c, _), m in sorted(self.messages.items()) if c == channel]
 
-    def add_user(self, user_id: str, name: str, real_name: str = "", email: str = "") -> None:
-        """Shorthand for ``fake.users[user_id] = {...}``."""
+    def add_user(
+        self,
+        user_id: str,
+        name: str,
+        real_name: str = "",
+        email: str = "",
+        *,
+        deleted: bool = False,
+    ) -> None:
+        """Shorthand for ``fake.users[user_id] = {...}``; ``deleted``: a deactivated account."""
         self.users[user_id] = {
             "id": user_id,
             "name": name,
             "real_name": real_name or name,
+            "deleted": deleted,
             "profile": {"email": email, "real_name": real_name or name, "display_name": name},
         }
 
@@ -887,6 +897,8 @@ class FakeSlack:
         first = listed[0]
         if first not in self.users:
             raise SlackError("user_not_found")
+        if self.users[first].get("deleted"):
+            raise SlackError("user_disabled")  # documented: "A specified user has been disabled"
         existed = first in self.ims
         channel = {"id": self.im_of(first)}
         if existed:  # "resumes": the same conversation, flagged as already open
@@ -1076,6 +1088,7 @@ class FakeSlack:
 
     def _file_object(self, upload: UploadedFile, ts: str | None) -> dict[str, Any]:
         now = int(time.time())
+        mimetype = mimetypes.guess_type(upload.filename)[0] or "text/plain"
         share = {"ts": ts, "team_id": self.team_id, "share_user_id": self.bot_user_id}
         return {
             "id": upload.id,
@@ -1083,8 +1096,9 @@ class FakeSlack:
             "timestamp": now,
             "name": upload.filename,
             "title": upload.title,
-            "mimetype": "text/plain",
-            "filetype": "text",
+            # Slack detects the type from the name and content; the name is enough here.
+            "mimetype": mimetype,
+            "filetype": "pdf" if mimetype == "application/pdf" else "text",
             "user": self.bot_user_id,
             "size": len(upload.content),
             "url_private": f"{self.base_url}/files-pri/{upload.id}/{upload.filename}",

@@ -90,6 +90,8 @@ def test_status_json_has_the_documented_fields(cli: Cli) -> None:
         "groups",
         "signatories",
         "awaiting_member",
+        "version",
+        "awaiting_reconfirmation",
         "pending",
         "visibility",
         "leads_not_signed",
@@ -100,6 +102,7 @@ def test_status_json_has_the_documented_fields(cli: Cli) -> None:
     assert data["visibility"] == "public" and data["embargo"] is None
     assert data["leads_not_signed"] == [] and data["published_at"] is None
     assert data["state"] == "open" and data["signatures"] == 0 and data["groups"] == {}
+    assert data["version"] == 1 and data["awaiting_reconfirmation"] == []
     text_status = cli("status", "interpol-2021").stdout
     assert "Not signed yet (47)" in text_status
 
@@ -249,9 +252,11 @@ def test_real_process_exit_codes_and_python_m(tmp_path: Path) -> None:
     assert list(elsewhere.iterdir()) == []  # no stray default cosign.db where it ran
 
 
-def test_coordinator_status_counts_signatures_given_to_an_earlier_text(
+def test_coordinator_status_names_signatures_given_to_an_earlier_text(
     cli: Cli, db_url: str, tmp_path: Path
 ) -> None:
+    """A material change (DESIGN.md §9): earlier signatures stop counting until re-confirmed;
+    coordinators see who must re-confirm, members only their own signature's state."""
     cli("roster", "import", str(ROSTER))
     cli("letter", "create", str(LETTER), "--deadline", "+3d")
     cli("letter", "post", "interpol-2021", "--to", "console:#members")
@@ -264,18 +269,22 @@ def test_coordinator_status_counts_signatures_given_to_an_earlier_text(
 
     for member_id in ("au-abetz", "uk-alton", "au-antic"):
         assert "You signed" in say(member_id, "sign")
-    assert "earlier text" not in say("coordinator", "status")
+    assert "re-confirm" not in say("coordinator", "status")
     revised = tmp_path / "revised.md"
     revised.write_text(
         LETTER.read_text(encoding="utf-8").replace("Dear Ministers,", "Dear Honourable Ministers,"),
         encoding="utf-8",
     )
-    assert cli("letter", "update", str(revised)).stdout.strip() == "updated interpol-2021"
+    updated = cli("letter", "update", str(revised)).stdout.strip()
+    assert updated.startswith("updated interpol-2021: version 2 (")
+    assert "3 signatures no longer count until re-confirmed" in updated
     assert "You signed" in say("be-cogolati", "sign")  # the new text
-    assert "withdrawn" in say("uk-alton", "unsign")  # withdrawn: no longer counted
+    assert "withdrawn" in say("uk-alton", "unsign")  # withdrawn: neither counted nor asked
     coordinator_view = say("coordinator", "status")
-    assert "3 signatures" in coordinator_view
-    assert "2 of them signed an earlier text of the letter." in coordinator_view
-    assert "2 of them signed an earlier text" in cli("status", "interpol-2021").stdout
-    assert "earlier text" not in say("au-abetz", "status")  # members are not told
+    assert "\n1 signature: Belgium 1." in coordinator_view
+    assert "Must re-confirm" in coordinator_view and "(2): " in coordinator_view
+    assert "Alton" not in coordinator_view.split("Must re-confirm")[1].split("\n")[0]
+    assert "Must re-confirm" in cli("status", "interpol-2021").stdout
+    member_view = say("au-abetz", "status")
+    assert "Must re-confirm" not in member_view and "re-confirm it with" in member_view
     database.dispose()

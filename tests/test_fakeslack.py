@@ -550,3 +550,26 @@ async def test_installed_manifest_decides_scopes_and_dm_visibility(fake: FakeSla
     )
     assert (await client.chat_postMessage(channel="CPUB", text="x"))["ok"]
     assert [m["text"] for m in fake.dms_readable_by("U1")] == ["before install", "no messages tab"]
+
+
+@pytest.mark.asyncio
+async def test_a_pdf_goes_into_a_dm_by_its_conversation_id_only(fake: FakeSlack) -> None:
+    """What the copies of a published letter rely on: conversations.open gives the D… id that
+    files.completeUploadExternal takes (a U… id is refused), the bytes arrive as uploaded and
+    show as a PDF; a deactivated user cannot be messaged (documented: user_disabled)."""
+    client = client_for(fake)
+    fake.add_user("U1", "alice")
+    fake.add_user("UGONE", "gone", deleted=True)
+    pdf = b"%PDF-1.7\n" + bytes(range(256)) * 8
+    refused = client.files_upload_v2(channel="U1", content=pdf, filename="letter.pdf")
+    assert await _slack_error(refused) == "invalid_arguments"
+    im = (await client.conversations_open(users="U1"))["channel"]["id"]
+    result = await client.files_upload_v2(
+        channel=im, content=pdf, filename="letter.pdf", initial_comment="your copy"
+    )
+    (shared,) = result["files"]
+    assert shared["mimetype"] == "application/pdf" and shared["ims"] == [im]
+    assert fake.files[shared["id"]].content == pdf
+    (message,) = fake.dms_readable_by("U1")
+    assert message["text"] == "your copy" and message["files"][0]["id"] == shared["id"]
+    assert await _slack_error(client.conversations_open(users="UGONE")) == "user_disabled"

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from bot.models.audit import AuditEvent
+from bot.models.copies import CopiesStatus, LetterCopies
 from bot.models.event import HandledEvent
-from bot.models.letter import Compilation, CompiledFile, Letter, LetterState, Post, Reminder
+from bot.models.letter import (
+    Compilation,
+    CompiledFile,
+    Letter,
+    LetterState,
+    LetterVersion,
+    Post,
+    Reminder,
+)
 from bot.models.matrix import MatrixSyncState
 from bot.models.member import Identity, Member, PendingRequest, Role, StaffLink
 from bot.models.outbox import OutboxMessage
@@ -14,10 +23,13 @@ __all__ = [
     "AuditEvent",
     "Compilation",
     "CompiledFile",
+    "CopiesStatus",
     "HandledEvent",
     "Identity",
     "Letter",
+    "LetterCopies",
     "LetterState",
+    "LetterVersion",
     "MatrixSyncState",
     "Member",
     "OutboxMessage",

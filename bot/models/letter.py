@@ -31,7 +31,9 @@ class Letter(SQLModel, table=True):
     proxy: str = Field(default="", max_length=10)  # direct | confirm; "" = [letters].proxy
     deadline: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     state: str = Field(default=LetterState.draft.value, max_length=10, index=True)
-    version: str = Field(max_length=64)
+    version: str = Field(max_length=64)  # SHA-256 of the current text (DESIGN.md §3)
+    # The current text's number among the letter's versions (DESIGN.md §9): 1, 2, …
+    version_number: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     created_by: str = ""
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
@@ -48,6 +50,26 @@ class Letter(SQLModel, table=True):
     published_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
+class LetterVersion(SQLModel, table=True):
+    """One text a letter has had (DESIGN.md §9): what signatures of that version agreed to."""
+
+    __table_args__ = (UniqueConstraint("letter_pk", "number", name="uq_letter_version_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    letter_pk: int = Field(foreign_key="letter.id", index=True)
+    number: int
+    sha256: str = Field(max_length=64)
+    title: str
+    date: str = ""
+    addressees: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    closing: str = ""
+    signed_by: str = ""
+    minor: bool = False  # made with --minor: signatures moved to it without asking
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+
+
 class Post(SQLModel, table=True):
     """Where a letter was posted, so counters can be updated and buttons removed at close."""
 
@@ -60,6 +82,7 @@ class Post(SQLModel, table=True):
     message_id: str | None = Field(default=None, max_length=255, index=True)
     shown_count: int | None = None
     shown_state: str | None = Field(default=None, max_length=10)
+    shown_version: int | None = None  # the text's version number the post shows
     posted_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     updated_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 

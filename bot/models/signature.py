@@ -30,7 +30,10 @@ class Signature(SQLModel, table=True):
     via_platform: str = Field(default="", max_length=20)
     via_external_id: str = Field(default="", max_length=255)
     via_event_id: str = Field(default="", max_length=255)
-    letter_version: str = Field(default="", max_length=64)
+    letter_version: str = Field(default="", max_length=64)  # SHA-256 of the text signed
+    version_number: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    # The text changed materially since (DESIGN.md §9): it counts again once re-confirmed.
+    awaiting_reconfirmation: bool = False
     # Staff signing for the member (DESIGN.md §8): who signed (a member.id), and whether it still
     # awaits the member's confirmation (proxy mode `confirm`: not counted, never compiled).
     signed_by_pk: int | None = Field(default=None, index=True)

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, TextIO
 
 from bot import publishing
 from bot.core import Invocation, Reply, parse_text
-from bot.direct import DM
+from bot.direct import DM, DM_FILE
 from bot.models import OutboxMessage
 from bot.models._types import utcnow
 from bot.platforms.base import Delivery, Platform, render_message, render_reply
+from bot.scheduler import OUTPUT_FILES
 from bot.templating import render
 from bot.timeutil import format_utc
 
@@ -46,6 +47,7 @@ def normalise_channel(raw: str) -> str:
 
 class ConsolePlatform(Platform):
     name = "console"
+    live_counter = True  # a post whose text changed is printed again (update_post)
 
     def __init__(
         self,
@@ -142,12 +144,19 @@ class ConsolePlatform(Platform):
 
     # --- outbox ------------------------------------------------------------------------------
 
+    async def update_post(self, post: publishing.PostView) -> Delivery:
+        """A printed post cannot be edited: when its text changed (DESIGN.md §9) the console
+        prints it again, marked as the edit; a new count alone is not worth a reprint."""
+        if post.shown_version is not None and post.shown_version != post.letter.version:
+            self.emit(post.channel, "[edited post] " + _letter_post(post.letter))
+        return Delivery.sent()
+
     async def deliver(self, message: OutboxMessage) -> Delivery:
         assert self._bot is not None
         text = await asyncio.to_thread(self._render_outbox, message)
         if text is not None:
             # A direct message goes to an account, not a channel (DESIGN.md §8).
-            where = f"dm @{message.channel}" if message.kind == DM else message.channel
+            where = f"dm @{message.channel}" if message.kind in (DM, DM_FILE) else message.channel
             self.emit(where, text)
         return Delivery.sent(message_id=f"console:{message.id}")
 
@@ -156,6 +165,13 @@ class ConsolePlatform(Platform):
         payload, database = message.payload, self._bot.database
         if message.kind in ("message", DM):
             return render_message(self, payload, "text")
+        if message.kind == DM_FILE:
+            # The console's "attachment" is the file the running bot wrote (write_outputs).
+            attached = payload["file"]
+            path = self._bot.settings.letters.output_dir / attached["slug"]
+            path /= OUTPUT_FILES[attached["format"]]
+            context = {**payload["context"], "pdf_path": str(path)}
+            return render_message(self, {**payload, "context": context}, "text")
         if message.kind == "post_letter":
             post = publishing.letter_post(
                 database, slug=payload["slug"], platform=self.name, channel=message.channel
@@ -169,17 +185,9 @@ class ConsolePlatform(Platform):
                 message_id=f"console:{message.id}",
                 count=letter.count,
                 state=letter.state,
+                version=letter.version,
             )
-            return render(
-                "replies/letter_post.j2",
-                "text",
-                title=letter.title,
-                slug=letter.slug,
-                deadline=letter.deadline_text,
-                count=letter.count,
-                text=letter.text,
-                prefix="!",
-            ).rstrip("\n")
+            return _letter_post(letter)
         if message.kind == "compiled":
             result = publishing.compiled(database, slug=payload["slug"])
             if result is None:
@@ -294,3 +302,17 @@ def _lines(stream: TextIO) -> Iterator[str]:
     pending += decoder.decode(b"", final=True)
     if pending:
         yield pending
+
+
+def _letter_post(letter: publishing.LetterView) -> str:
+    return render(
+        "replies/letter_post.j2",
+        "text",
+        title=letter.title,
+        slug=letter.slug,
+        deadline=letter.deadline_text,
+        count=letter.count,
+        text=letter.text,
+        change_note=letter.change_note,
+        prefix="!",
+    ).rstrip("\n")

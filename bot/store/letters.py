@@ -27,6 +27,7 @@ from bot.models import (
     CompiledFile,
     Letter,
     LetterState,
+    LetterVersion,
     Member,
     Post,
     Reminder,
@@ -34,8 +35,8 @@ from bot.models import (
 )
 from bot.names import SignatoryGroup, signatory_blocks
 from bot.receipts import build_receipt
-from bot.store import audit
-from bot.store.signatures import signatories
+from bot.store import audit, versions
+from bot.store.signatures import Lapsed, lapse_signatures, move_to_version, signatories
 
 if TYPE_CHECKING:
     from bot.pdf import PrintOptions
@@ -100,6 +101,7 @@ def create_letter(
             session.add(letter)
     except IntegrityError:
         return None
+    versions.add_version(session, letter=letter, minor=False, actor=actor, at=letter.created_at)
     audit.append(
         session,
         actor=actor,
@@ -110,6 +112,19 @@ def create_letter(
     return letter
 
 
+@dataclass(frozen=True)
+class TextUpdate:
+    """What `update_letter` did: the earlier version when the text changed (else None), and the
+    signatures that stopped counting (a material change of an open letter)."""
+
+    letter: Letter
+    previous: LetterVersion | None
+    current: LetterVersion | None
+    lapsed: list[Lapsed]
+    moved: int  # signatures moved to the new text (a minor change)
+    changes: dict[str, Any]
+
+
 def update_letter(
     session: Session,
     *,
@@ -118,8 +133,15 @@ def update_letter(
     deadline: datetime | None,
     actor: str,
     at: datetime,
-) -> Letter | None:
-    """Replace a draft's or open letter's text (checked under its row lock); None once closed."""
+    minor: bool = False,
+) -> TextUpdate | None:
+    """Replace a draft's or open letter's text (checked under its row lock); None once closed.
+
+    A new text is a new version (DESIGN.md §9). On an open letter a material change (the
+    default) makes the signatures given to earlier texts stop counting until re-confirmed; a
+    minor one moves them to the new text. Both in this transaction, under the letter's exclusive
+    lock, so a signature racing the update is either on the old text (and lapses) or the new.
+    """
     lock_letter(session, letter=letter, exclusive=True)
     if letter.state == LetterState.closed.value:
         return None
@@ -135,16 +157,36 @@ def update_letter(
     if deadline is not None and deadline != letter.deadline:
         changes["deadline"] = deadline.isoformat()
         letter.deadline = deadline
+    assert letter.id is not None
+    previous = current = None
+    lapsed: list[Lapsed] = []
+    moved = 0
     if letter.version != source.version:
-        changes["version"] = source.version
+        previous = versions.get_version(
+            session, letter_pk=letter.id, number=letter.version_number
+        )
+        changes["version"] = letter.version_number + 1
+        changes["from_sha256"] = letter.version
+        changes["sha256"] = source.version
         letter.version = source.version
+        letter.version_number += 1
+        session.add(letter)
+        current = versions.add_version(session, letter=letter, minor=minor, actor=actor, at=at)
+        if letter.state == LetterState.open.value:
+            changes["change"] = "minor" if minor else "material"
+            if minor:
+                moved = move_to_version(session, letter=letter)
+                changes["moved"] = moved
+            else:
+                lapsed = lapse_signatures(session, letter=letter)
+                changes["awaiting_reconfirmation"] = len(lapsed)
     if changes:
         letter.updated_at = at
         session.add(letter)
         audit.append(
             session, actor=actor, action="letter.updated", letter_slug=letter.slug, detail=changes
         )
-    return letter
+    return TextUpdate(letter, previous, current, lapsed, moved, changes)
 
 
 def _apply_campaign(
@@ -315,11 +357,16 @@ def close_letter(
         actor=actor,
         action="letter.closed",
         letter_slug=letter.slug,
-        detail={"signatures": len(people), "sha256": digests, "version": letter.version},
+        detail={
+            "signatures": len(people),
+            "sha256": digests,
+            "version": letter.version_number,
+            "text_sha256": letter.version,
+        },
     )
     compilation.receipt = build_receipt(
         slug=letter.slug,
-        version=letter.version,
+        version=letter.version_number,
         text_sha256=letter_version(
             title=letter.title,
             date=letter.date,
@@ -416,7 +463,7 @@ def find_output(session: Session, *, data: bytes) -> OutputMatch | None:
             continue
         letter = session.get(Letter, compilation.letter_pk)
         assert letter is not None
-        version = str((compilation.receipt or {}).get("version") or letter.version)
+        version = str((compilation.receipt or {}).get("version") or letter.version_number)
         return OutputMatch(letter.slug, version, fmt, compilation.compiled_at)
     return None
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import insert, or_, update
 from sqlmodel import Session, col, select
 
 from bot.models import OutboxMessage
@@ -19,6 +19,9 @@ from bot.models import OutboxMessage
 log = logging.getLogger(__name__)
 
 QUEUED_MESSAGES = "cosign_queued_messages"  # session.info: this transaction queued something
+#: Kinds sent only when nothing else is due: bot.direct.DM_FILE, the copies of a published letter
+#: (one per signatory, thousands at once, each a file upload under the platform's rate limits).
+BULK_KINDS = ("dm_file",)
 
 
 def enqueue(
@@ -54,22 +57,54 @@ def enqueue(
     return message
 
 
+def enqueue_many(session: Session, messages: Sequence[dict[str, Any]], *, now: datetime) -> int:
+    """Add the messages (idempotency_key, platform, channel, kind, payload, letter_pk) whose
+    keys are new, skipping the others and repeats; how many were added. One query for the keys
+    and one bulk INSERT, not an ORM object each: the copies of a letter are thousands of rows."""
+    keys = [m["idempotency_key"] for m in messages]
+    seen = set(
+        session.exec(
+            select(OutboxMessage.idempotency_key).where(
+                col(OutboxMessage.idempotency_key).in_(keys)
+            )
+        ).all()
+    )
+    rows = []
+    for message in messages:
+        if message["idempotency_key"] in seen:
+            continue
+        seen.add(message["idempotency_key"])
+        rows.append({**message, "attempts": 0, "next_attempt_at": now, "created_at": now})
+    if rows:
+        session.execute(insert(OutboxMessage), rows)
+        session.info[QUEUED_MESSAGES] = True
+    return len(rows)
+
+
 def due(
     session: Session, *, platforms: Sequence[str], now: datetime, limit: int = 50
 ) -> Sequence[OutboxMessage]:
-    query = (
-        select(OutboxMessage)
-        .where(
-            col(OutboxMessage.platform).in_(list(platforms)),
-            col(OutboxMessage.delivered_at).is_(None),
-            col(OutboxMessage.failed_at).is_(None),
-            col(OutboxMessage.next_attempt_at) <= now,
-            or_(col(OutboxMessage.claimed_until).is_(None), col(OutboxMessage.claimed_until) < now),
-        )
-        .order_by(col(OutboxMessage.id))
-        .limit(limit)
+    """Due messages, oldest first, bulk kinds after all others: the 10,000 copies of a letter
+    never hold up a letter post, a reminder or a reply queued after them."""
+    ready = (
+        col(OutboxMessage.platform).in_(list(platforms)),
+        col(OutboxMessage.delivered_at).is_(None),
+        col(OutboxMessage.failed_at).is_(None),
+        col(OutboxMessage.next_attempt_at) <= now,
+        or_(col(OutboxMessage.claimed_until).is_(None), col(OutboxMessage.claimed_until) < now),
     )
-    return session.exec(query).all()
+    kind = col(OutboxMessage.kind)
+    found: list[OutboxMessage] = []
+    for kinds in (kind.not_in(BULK_KINDS), kind.in_(BULK_KINDS)):
+        if len(found) < limit:
+            query = (
+                select(OutboxMessage)
+                .where(*ready, kinds)
+                .order_by(col(OutboxMessage.id))
+                .limit(limit - len(found))
+            )
+            found += session.exec(query).all()
+    return found
 
 
 def claim(session: Session, *, message_id: int, now: datetime, lease: timedelta) -> str | None:

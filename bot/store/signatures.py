@@ -89,6 +89,7 @@ def sign(
         "via_external_id": via_external_id,
         "via_event_id": via_event_id,
         "letter_version": letter.version,
+        "version_number": letter.version_number,
         "signed_by_pk": signed_by.id if signed_by is not None else None,
         "awaiting_member": awaiting_member,
     }
@@ -149,8 +150,107 @@ def void(session: Session, *, signature: Signature) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-# What counts (status, counters, reminders, compile): active, and not awaiting its member.
-_COUNTED = (col(Signature.withdrawn_at).is_(None), col(Signature.awaiting_member).is_(False))
+def reconfirm(
+    session: Session,
+    *,
+    signature: Signature,
+    letter: Letter,
+    signed_by: Member | None = None,
+    awaiting_member: bool = False,
+) -> bool:
+    """A signature given to an earlier text now stands for the current one (DESIGN.md §9); its
+    signing time is kept. `signed_by`: the staff who re-confirmed it for the member (then
+    `awaiting_member` as their proxy mode says); by the member, nothing awaits them any more.
+    False if it did not await re-confirmation (or is gone)."""
+    values: dict[str, Any] = {
+        "awaiting_reconfirmation": False,
+        "letter_version": letter.version,
+        "version_number": letter.version_number,
+        "awaiting_member": awaiting_member,
+    }
+    if signed_by is not None:
+        values["signed_by_pk"] = signed_by.id
+    result = session.execute(
+        update(Signature)
+        .where(
+            col(Signature.id) == signature.id,
+            col(Signature.withdrawn_at).is_(None),
+            col(Signature.awaiting_reconfirmation).is_(True),
+        )
+        .values(**values)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        return False
+    session.refresh(signature)
+    return True
+
+
+@dataclass(frozen=True)
+class Lapsed:
+    """A signature that stopped counting when the text changed: who to ask, and what they read."""
+
+    signature_pk: int
+    member_pk: int
+    signed_by_pk: int | None
+    version_number: int
+    signed_at: datetime
+
+
+def lapse_signatures(session: Session, *, letter: Letter) -> list[Lapsed]:
+    """A material change (DESIGN.md §9): every active signature on an earlier text stops
+    counting until re-confirmed. Returns those that lapsed now (not those already waiting)."""
+    assert letter.id is not None
+    rows = session.execute(
+        sa_select(
+            col(Signature.id),
+            col(Signature.member_pk),
+            col(Signature.signed_by_pk),
+            col(Signature.version_number),
+            col(Signature.signed_at),
+        )
+        .where(
+            col(Signature.letter_pk) == letter.id,
+            col(Signature.withdrawn_at).is_(None),
+            col(Signature.awaiting_reconfirmation).is_(False),
+            col(Signature.version_number) != letter.version_number,
+        )
+        .order_by(col(Signature.id))
+    ).all()
+    session.execute(
+        update(Signature)
+        .where(
+            col(Signature.letter_pk) == letter.id,
+            col(Signature.withdrawn_at).is_(None),
+            col(Signature.awaiting_reconfirmation).is_(False),
+            col(Signature.version_number) != letter.version_number,
+        )
+        .values(awaiting_reconfirmation=True)
+    )
+    return [Lapsed(*row) for row in rows]
+
+
+def move_to_version(session: Session, *, letter: Letter) -> int:
+    """A minor change: signatures that count move to the current text without asking anyone;
+    how many moved. (Those awaiting re-confirmation still do: they agreed to neither text.)"""
+    result = session.execute(
+        update(Signature)
+        .where(
+            col(Signature.letter_pk) == letter.id,
+            col(Signature.withdrawn_at).is_(None),
+            col(Signature.awaiting_reconfirmation).is_(False),
+        )
+        .values(letter_version=letter.version, version_number=letter.version_number)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# What counts (status, counters, reminders, compile): active, not awaiting its member, and
+# given to the current text (or re-confirmed since it changed).
+_COUNTED = (
+    col(Signature.withdrawn_at).is_(None),
+    col(Signature.awaiting_member).is_(False),
+    col(Signature.awaiting_reconfirmation).is_(False),
+)
 
 
 def count_active(session: Session, *, letter_pk: int) -> int:
@@ -274,8 +374,11 @@ def counts_by_group(session: Session, *, letter_pk: int) -> dict[str, int]:
 
 def not_signed(session: Session, *, letter_pk: int) -> list[ListedSignatory]:
     """Active roster members (role member) without a counted signature, in filing order (one
-    awaiting its member's confirmation is not yet theirs)."""
-    signed = select(Signature.member_pk).where(Signature.letter_pk == letter_pk, *_COUNTED)
+    awaiting its member's confirmation is not yet theirs; one awaiting re-confirmation after a
+    change of text is listed by awaiting_reconfirmation instead)."""
+    signed = select(Signature.member_pk).where(
+        Signature.letter_pk == letter_pk, *_COUNTED[:2]
+    )  # awaiting re-confirmation: listed apart (awaiting_reconfirmation)
     query = sa_select(*_LISTING_COLUMNS).where(
         col(Member.active), col(Member.role) == "member", col(Member.id).not_in(signed)
     )
@@ -316,15 +419,17 @@ def proxy_signers(session: Session, *, letter_pk: int) -> dict[str, str]:
     return {member_id: staff_id for member_id, staff_id in session.execute(query).all()}
 
 
-def count_other_versions(session: Session, *, letter: Letter) -> int:
-    """How many active signatures were given to an earlier text of the letter."""
+def awaiting_reconfirmation(session: Session, *, letter_pk: int) -> list[ListedSignatory]:
+    """Members whose signature was given to an earlier text and not re-confirmed, in filing
+    order: they stop counting until they do (DESIGN.md §9)."""
     query = (
-        select(func.count())
+        sa_select(*_LISTING_COLUMNS)
         .select_from(Signature)
+        .join(Member, col(Member.id) == col(Signature.member_pk))
         .where(
-            Signature.letter_pk == letter.id,
-            *_COUNTED,
-            Signature.letter_version != letter.version,
+            col(Signature.letter_pk) == letter_pk,
+            col(Signature.withdrawn_at).is_(None),
+            col(Signature.awaiting_reconfirmation).is_(True),
         )
     )
-    return int(session.exec(query).one())
+    return _listed(session, _core_rows(session, query))

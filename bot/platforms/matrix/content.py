@@ -44,7 +44,10 @@ _KEY_CHARS = 43
 #: Used when the room or device is not known: the longest ids the spec allows.
 _LONGEST_ID = 255
 #: Tags our templates produce (and a few harmless ones), per the Matrix spec's recommended list.
-_ALLOWED_TAGS = {"b", "strong", "i", "em", "code", "pre", "br", "p", "blockquote", "ul", "ol", "li"}
+# `del`: removed words in a diff (DESIGN.md §9); on the spec's list of HTML tags clients render.
+_ALLOWED_TAGS = {
+    "b", "strong", "i", "em", "del", "code", "pre", "br", "p", "blockquote", "ul", "ol", "li"
+}  # fmt: skip
 _MATRIX_TO = re.compile(r"^https://matrix\.to/#/(@[^/?#]+)")
 #: ``matrix:u/alice:example.org`` (MSC2312 URIs), with optional ``?action=…``
 _MATRIX_URI = re.compile(r"^matrix:(?://[^/]*/)?u/([^/?#]+)")

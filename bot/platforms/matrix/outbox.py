@@ -11,9 +11,16 @@ silences notices whatever the room's notification setting, and these are what me
 * ``message``: a reminder, deadline change or closing summary (template + context).
 * ``compiled``: the compiled letter as files (``.txt`` and ``.html``) after a summary.
 * ``dm``: a direct message to a member (template + context; the channel is their user id), in
-  the direct room ``bot.platforms.matrix.direct`` finds or makes; too large for one event, its
-  beginning plus the text as a file.
-* ``update_post``: an ``m.replace`` edit of the post with the full new content.
+  the direct room ``bot.platforms.matrix.direct`` finds or makes; too large for one event (a
+  huge word diff asking to re-confirm a changed text), its beginning and its last paragraph
+  (what to do) plus the whole text as a file.
+* ``dm_file``: a direct message with a file of a letter (the copy of the published PDF): the
+  message, then the file as an ``m.file`` (uploaded encrypted in an encrypted room), both in the
+  member's direct room.
+* ``update_post``: an ``m.replace`` edit of the post with the full new content. When the text
+  changed (DESIGN.md §9) and no longer fits an edit, the edit says the text is attached and the
+  new text follows as an ``m.file`` (``SLUG-vN.txt``), once per version: it is sent only by the
+  edit that first shows that version, with a transaction id derived from the post and version.
 
 Each send's transaction id derives from the outbox idempotency key (plus a part name), so a retry
 after a crash returns the event already sent instead of posting it again.
@@ -26,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot import publishing
 from bot.db import Database
-from bot.direct import DM
+from bot.direct import DM, DM_FILE
 from bot.platforms.base import Delivery, Platform, render_message
 from bot.platforms.matrix.content import (
     MSGTYPE_TEXT,
@@ -75,6 +82,8 @@ class Publisher:
             )
         if message.kind == DM:
             return await self._direct_message(message)
+        if message.kind == DM_FILE:
+            return await self._direct_file(message)
         if message.kind == "compiled":
             return await self._post_compiled(message)
         return Delivery.failed(f"unknown outbox kind {message.kind!r}", permanent=True)
@@ -98,10 +107,43 @@ class Publisher:
             self._rendered(message),
             key=message.idempotency_key,
             msgtype=MSGTYPE_TEXT,
+            keep_ending=True,  # what to do (re-confirm, withdraw) stays in view, not in a file
         )
         if not sent.ok:
             return sent
         return Delivery.sent(room_id=room, **sent.result)
+
+    async def _direct_file(self, message: OutboxMessage) -> Delivery:
+        """The message, then the PDF as an ``m.file``, in the member's direct room; each event's
+        transaction id derives from the outbox key, so a redelivery repeats neither."""
+        if self.directs is None:
+            return Delivery.failed("direct messages are not set up")
+        attached = message.payload.get("file") or {}
+        slug, fmt = str(attached.get("slug", "")), str(attached.get("format", "pdf"))
+        if fmt != "pdf":
+            return Delivery.failed(f"cannot attach a {fmt!r} file", permanent=True)
+        data = await asyncio.to_thread(publishing.compiled_pdf, self.database, slug=slug)
+        if data is None:
+            return Delivery.failed(f"{slug} has no compiled PDF", permanent=True)
+        room = await self.directs.room_for(message.channel)
+        if isinstance(room, Delivery):
+            return room
+        key = message.idempotency_key
+        sent = await self.sender.send_text(
+            room, self._rendered(message), key=key, msgtype=MSGTYPE_TEXT
+        )
+        if not sent.ok:
+            return sent
+        filed = await self.sender.send_file(
+            room, filename=f"{slug}.pdf", data=data, mimetype=PDF, tx=txn_id(key, "pdf")
+        )
+        if not filed.ok:
+            return filed
+        return Delivery.sent(
+            room_id=room,
+            event_id=sent.result.get("event_id"),
+            file_event_id=filed.result.get("event_id"),
+        )
 
     def letter_content(self, letter: LetterView, room_id: str) -> tuple[dict[str, Any], bool]:
         """The post's content, and whether its text had to go into an attached file."""
@@ -117,8 +159,9 @@ class Publisher:
                     closed_at=format_utc(letter.closed_at) if letter.closed_at else "",
                     count=letter.count,
                     text=letter.text,
+                    change_note=letter.change_note,
                     attached=attached,
-                    filename=f"{letter.slug}.txt",
+                    filename=text_filename(letter),
                     prefix=self.platform.command_prefix,
                 ),
                 msgtype=MSGTYPE_TEXT,
@@ -150,7 +193,7 @@ class Publisher:
         if attached:
             filed = await self.sender.send_file(
                 room_id,
-                filename=f"{post.letter.slug}.txt",
+                filename=text_filename(post.letter),
                 data=(post.letter.text + "\n").encode("utf-8"),
                 mimetype=TEXT,
                 tx=txn_id(key, "file"),
@@ -165,6 +208,7 @@ class Publisher:
             message_id=event_id,
             count=post.letter.count,
             state=post.letter.state,
+            version=post.letter.version,
         )
         return Delivery.sent(event_id=event_id, attached=attached)
 
@@ -214,6 +258,32 @@ class Publisher:
     async def update_post(self, post: PostView) -> Delivery:
         if not post.message_id:
             return Delivery.failed("the post has no event id", permanent=True)
-        content, _ = self.letter_content(post.letter, post.channel)
+        letter = post.letter
+        content, attached = self.letter_content(letter, post.channel)
         # A fresh transaction id: the same count can legitimately be shown again later.
-        return await self.sender.room_send(post.channel, edit(post.message_id, content))
+        edited = await self.sender.room_send(post.channel, edit(post.message_id, content))
+        if not edited.ok or not attached or (post.shown_version or 1) == letter.version:
+            return edited
+        # A new text too long for the post (rule 8: never cut silently): the edit now says it is
+        # attached, so it must be. Only the edit that first shows this version gets here (the
+        # counter then records the version as shown); a retry after a failure or a crash reuses
+        # the transaction id, so Synapse answers with the file event already sent.
+        filed = await self.sender.send_file(
+            post.channel,
+            filename=text_filename(letter),
+            data=(letter.text + "\n").encode("utf-8"),
+            mimetype=TEXT,
+            tx=txn_id("letter-text", post.message_id, str(letter.version)),
+            reply_to=post.message_id,
+        )
+        if not filed.ok:
+            return filed
+        return Delivery.sent(
+            event_id=edited.result.get("event_id"), file_event_id=filed.result.get("event_id")
+        )
+
+
+def text_filename(letter: LetterView) -> str:
+    """The attached text's name: ``SLUG.txt``, then ``SLUG-v2.txt``…, so the file of each
+    version of a changed text (DESIGN.md §9) is told apart from the earlier ones in the room."""
+    return f"{letter.slug}.txt" if letter.version <= 1 else f"{letter.slug}-v{letter.version}.txt"

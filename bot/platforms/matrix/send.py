@@ -217,16 +217,25 @@ class Sender:
         thread_root: str | None = None,
         filename: str = "message.txt",
         msgtype: str = MSGTYPE_NOTICE,
+        keep_ending: bool = False,
     ) -> Delivery:
-        """One message; if too large for an event, its beginning plus the text as a file."""
+        """One message; if too large for an event, its beginning plus the text as a file.
+
+        With ``keep_ending`` the preview also ends as the message does (its last paragraph, when
+        short): a direct message ends with what to do (``!sign SLUG`` to re-confirm a changed
+        text), which the reader must see without opening the file.
+        """
         content = notice(message, reply_to=reply_to, thread_root=thread_root, msgtype=msgtype)
         if self.fits(room_id, content):
             return await self.room_send(room_id, content, txn_id(key))
+        ending = last_paragraph(message.text) if keep_ending else ""
         limit = 1500
         while True:  # 1,500 characters fit in any script; shrink if the relation is huge
+            shown = preview(message.text, limit)
             short_text = (
-                preview(message.text, limit)
+                shown
                 + f"\n\n… too long for one message: the full text is attached as {filename}."
+                + (f"\n\n{ending}" if ending and not shown.endswith(ending) else "")
             )
             short = Rendered(short_text, html_lines(html.escape(short_text, quote=False)))
             short_content = notice(
@@ -252,3 +261,14 @@ class Sender:
         return Delivery.sent(
             event_id=first.result.get("event_id"), file_event_id=attached.result.get("event_id")
         )
+
+
+#: The longest last paragraph a preview repeats (``keep_ending``): an instruction, not a text.
+ENDING_CHARS = 500
+
+
+def last_paragraph(text: str) -> str:
+    """The text's last paragraph if it is short and not its only one, else ``""``."""
+    head, sep, last = text.rstrip().rpartition("\n\n")
+    last = last.strip()
+    return last if sep and head.strip() and 0 < len(last) <= ENDING_CHARS else ""

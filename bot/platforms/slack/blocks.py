@@ -26,6 +26,13 @@ SIGN_ACTION = "cosign_sign"
 WITHDRAW_ACTION = "cosign_withdraw"
 CONFIRM_ACTION = "cosign_sign_confirm"
 CANCEL_ACTION = "cosign_cancel"
+#: The Re-confirm button of the direct message a signer gets after a material change (DESIGN.md
+#: §9); its value is what follows `sign` (`SLUG`, or `SLUG for MEMBER_ID` for staff).
+RECONFIRM_ACTION = "cosign_reconfirm"
+#: The buttons a direct message may carry (its payload's context "button": {"action", "value"}),
+#: by action: (action_id, label).
+DM_BUTTONS = {"reconfirm": (RECONFIRM_ACTION, "Re-confirm")}
+MAX_BUTTON_VALUE = 2000
 # The counter grows after a letter is posted ("1 signature" → "250000 signatures"); whether a
 # letter fits is judged with a count this wide, so the choice made at posting (inline or as a file)
 # holds at every later count and edits never break the limit.
@@ -70,6 +77,54 @@ def text_blocks(mrkdwn: str) -> list[Block] | None:
     if len(chunks) > MAX_BLOCKS or sum(len(c) for c in chunks) > MAX_BLOCK_CHARS:
         return None
     return [section(c) for c in chunks] or [section(" ")]
+
+
+def dm_button(button: Any) -> Block | None:
+    """The actions block for a direct message's button; None when there is none, or its action
+    is unknown, or Slack would refuse its value (the message's text says what to type anyway)."""
+    if not isinstance(button, dict):
+        return None
+    known = DM_BUTTONS.get(str(button.get("action") or ""))
+    value = str(button.get("value") or "")
+    if known is None or not value or len(value) > MAX_BUTTON_VALUE:
+        return None
+    action_id, label = known
+    return {
+        "type": "actions",
+        "block_id": f"{action_id}:{value}"[:255],
+        "elements": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "style": "primary",
+                "text": plain(label),
+                "value": value,
+            }
+        ],
+    }
+
+
+def text_blocks_with(mrkdwn: str, actions: Block | None) -> list[Block] | None:
+    """text_blocks with an actions block after the text; None when both do not fit one message
+    (then the text goes as a file and the button on its own, never dropped)."""
+    blocks = text_blocks(mrkdwn)
+    if blocks is None or actions is None:
+        return blocks
+    blocks = [*blocks, actions]
+    return blocks if within_limits(blocks) else None
+
+
+def button_prompt(context: dict[str, Any]) -> str:
+    """The line above a button sent on its own (after a direct message sent as a file), as
+    plain text: the title and name are the roster's and the letter's, never mrkdwn."""
+    title = str(context.get("title") or context.get("slug") or "the letter")
+    version = context.get("version")
+    of_text = f" (version {version})" if version else ""
+    if context.get("for_member"):
+        whose = f"the signature you gave for {context.get('name') or 'your member'}"
+    else:
+        whose = "your signature"
+    return f"Press Re-confirm to re-confirm {whose} on “{title}”{of_text}."
 
 
 def fallback(text: str) -> str:
@@ -149,9 +204,11 @@ def letter_blocks(letter: LetterView, *, with_file: bool) -> list[Block]:
     if with_file:
         summary = chunk(escape_mrkdwn(letter.body), SUMMARY_CHARS)[:1] or [" "]
         blocks.append(section(summary[0] + "\n\n…"))
-        blocks.append(section(FILE_NOTE))
+        blocks.append(section(file_note(letter)))
     else:
         blocks.extend(section(c) for c in chunk(escape_mrkdwn(letter.text)))
+    if letter.change_note:  # the text changed since it was first posted (DESIGN.md §9)
+        blocks.append(section(escape_mrkdwn(letter.change_note)))
     blocks.append(
         {
             "type": "context",
@@ -181,6 +238,20 @@ def letter_blocks(letter: LetterView, *, with_file: bool) -> list[Block]:
             }
         )
     return blocks
+
+
+def letter_file_name(letter: LetterView) -> str:
+    """The file with a letter's full text: one per version once the text has changed, so the
+    channel's files say which text each is."""
+    return f"{letter.slug}.txt" if letter.version <= 1 else f"{letter.slug}-v{letter.version}.txt"
+
+
+def file_note(letter: LetterView) -> str:
+    """What a post beside a file says; after a change, which file holds the current text."""
+    if letter.version <= 1:
+        return FILE_NOTE
+    name = escape_mrkdwn(letter_file_name(letter))
+    return f"_The full text of version {letter.version} is in the file {name}._"
 
 
 def letter_fallback(letter: LetterView) -> str:

@@ -73,6 +73,7 @@ class SlackListeners:
         app.action(kit.CONFIRM_ACTION)(self._on_confirm)
         app.action(kit.WITHDRAW_ACTION)(self._on_withdraw_button)
         app.action(kit.CANCEL_ACTION)(self._on_cancel)
+        app.action(kit.RECONFIRM_ACTION)(self._on_reconfirm)
         app.action(re.compile(".*"))(self._on_unknown_action)  # registered last: a fallback
         app.event("app_mention")(self._on_mention)
         app.error(self._on_error)
@@ -327,6 +328,19 @@ class SlackListeners:
         invocation = self._button_invocation(body, "unsign", _action_value(body))
         await self._run(invocation, respond, ack)
 
+    async def _on_reconfirm(
+        self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]
+    ) -> None:
+        """Re-confirm, in the direct message a signer gets after a material change (DESIGN.md
+        §9): the click is the deliberate act, as typing `/sign` is, so it runs `sign VALUE` at
+        once as the clicking user, journaled and answered after commit like Confirm. The click
+        comes from the IM, where no letter is posted: the value names the letter (and, for
+        staff, the member), and the DM's ts is no thread to look a letter up by. The answer is
+        a new message; the DM with the diff stays."""
+        respond = self._responder(body.get("response_url", ""))
+        invocation = self._button_invocation(body, "sign", _action_value(body), thread=False)
+        await self._run(invocation, respond, ack)
+
     async def _on_cancel(self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]) -> None:
         await ack()
         respond = self._responder(body.get("response_url", ""))
@@ -345,7 +359,13 @@ class SlackListeners:
         log.warning("slack: ignored unknown action %s", _action_id(body))
 
     def _button_invocation(
-        self, body: dict[str, Any], command: str, slug: str, *, replace: bool = False
+        self,
+        body: dict[str, Any],
+        command: str,
+        slug: str,
+        *,
+        replace: bool = False,
+        thread: bool = True,
     ) -> Invocation:
         user = body.get("user") or {}
         reply_to = _reply_to(body.get("response_url", ""), user.get("id", ""), "respond")
@@ -357,7 +377,7 @@ class SlackListeners:
             user=user.get("id", ""),
             command=command,
             args=split_args(slug),  # a Confirm for staff carries `SLUG for MEMBER_ID`
-            thread=((body.get("container") or {}).get("message_ts")),
+            thread=(body.get("container") or {}).get("message_ts") if thread else None,
             event_id=body.get("trigger_id", ""),
             display_name=user.get("username") or user.get("name") or "",
             reply_to=reply_to,

@@ -23,12 +23,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import campaign, publishing
-from bot.direct import DM
+from bot.direct import DM, DM_FILE
 from bot.models import LetterState, OutboxMessage
 from bot.platforms.base import Delivery, render_message
 from bot.platforms.slack import blocks as kit
+from bot.platforms.slack.copies import deliver_file_dm
 from bot.publishing import PostView
-from bot.store import outbox
+from bot.store import letters, outbox
 from bot.templating import escape_mrkdwn
 from bot.timeutil import format_utc
 
@@ -45,8 +46,14 @@ DM_PERMANENT_ERRORS = frozenset(
 )
 
 #: Outbox kinds for the files that follow a post (queued by the post, delivered on their own).
+#: A letter's file is also queued when a changed text no longer fits its post (one per version).
 LETTER_FILE = "slack_letter_file"
 COMPILED_FILES = "slack_compiled_files"
+#: The button of a direct message too long for one message (sent as a file): it follows in the
+#: same DM as an outbox row of its own, so a retry never uploads the file twice.
+DM_BUTTON = "slack_dm_button"
+#: Characters of a channel message too long for one message shown above its file.
+MESSAGE_PREVIEW = 1500
 
 #: "The bot is not in that channel": chat.postMessage's `not_in_channel` (public, without
 #: chat:write.public) and `channel_not_found` (a private channel it was not invited to, or no such
@@ -95,15 +102,11 @@ class SlackOutbound:
             if message.kind == "post_letter":
                 return await self._post_letter(message)
             if message.kind == "message":
-                payload = message.payload
-                text = render_message(self, payload, "mrkdwn")
-                blocks = kit.text_blocks(text)
-                response = await self.client.chat_postMessage(
-                    channel=message.channel, text=kit.fallback(text), blocks=blocks
-                )
-                return Delivery.sent(ts=response.get("ts"))
-            if message.kind == DM:
+                return await self._post_message(message)
+            if message.kind in (DM, DM_BUTTON):
                 return await self._direct_message(message)
+            if message.kind == DM_FILE:
+                return await deliver_file_dm(self.client, self._bot.database, self, message)
             if message.kind == "compiled":
                 return await self._post_compiled(message)
             if message.kind == LETTER_FILE:
@@ -116,6 +119,32 @@ class SlackOutbound:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Delivery.failed(f"{exc.__class__.__name__}: {exc}")
 
+    async def _post_message(self, message: OutboxMessage) -> Delivery:
+        """A notice to a channel (reminder, deadline moved, text corrected). Too long for one
+        message's blocks (a minor change's diff can be), the whole text goes as a file with its
+        beginning as the comment: never cut (rule 8)."""
+        assert self.client is not None
+        text = render_message(self, message.payload, "mrkdwn")
+        blocks = kit.text_blocks(text)
+        if blocks is not None:
+            response = await self.client.chat_postMessage(
+                channel=message.channel, text=kit.fallback(text), blocks=blocks
+            )
+            return Delivery.sent(ts=response.get("ts"))
+        await join_channel(self.client, message.channel)  # uploads need membership
+        plain = render_message(self, message.payload, "text")
+        preview = kit.chunk(text, MESSAGE_PREVIEW)[0].rstrip() + " …"
+        slug = str(message.payload.get("context", {}).get("slug") or "cosign")
+        response = await self.client.files_upload_v2(
+            channel=message.channel,
+            content=plain + "\n",
+            filename=f"{slug}-notice.txt",
+            title="Notice from cosign",
+            initial_comment=f"{preview}\n\n_Too long for one message: the full text is in the "
+            "attached file._",
+        )
+        return Delivery.sent(files=_file_ids(response))
+
     async def _direct_message(self, message: OutboxMessage) -> Delivery:
         """A message to one member: chat.postMessage with the user id as channel posts in the
         app's DM with them (their App Home Messages tab). Too long for one message's blocks, it
@@ -123,6 +152,8 @@ class SlackOutbound:
         (files.completeUploadExternal takes conversation ids only), which conversations.open
         (`im:write`) returns, the same one every time."""
         try:
+            if message.kind == DM_BUTTON:
+                return await self._send_dm_button(message)
             return await self._send_direct(message)
         except SlackApiError as exc:
             error = str(exc.response.get("error") or exc)
@@ -131,9 +162,11 @@ class SlackOutbound:
             raise
 
     async def _send_direct(self, message: OutboxMessage) -> Delivery:
+        """The text, with its button (Re-confirm, DESIGN.md §9) after it when it has one."""
         assert self.client is not None
         text = render_message(self, message.payload, "mrkdwn")
-        blocks = kit.text_blocks(text)
+        button = kit.dm_button(message.payload.get("context", {}).get("button"))
+        blocks = kit.text_blocks_with(text, button)
         if blocks is not None:
             response = await self.client.chat_postMessage(
                 channel=message.channel,
@@ -158,7 +191,37 @@ class SlackOutbound:
             initial_comment=f"{preview}\n\n_Too long for one message: the full text is in the "
             "attached file._",
         )
+        if button is not None:  # the button follows in the same DM, as a row of its own
+            context = message.payload.get("context", {})
+            await self._queue_after(
+                message,
+                DM_BUTTON,
+                payload={
+                    "button": context.get("button"),
+                    "context": {
+                        name: context.get(name)
+                        for name in ("title", "slug", "version", "for_member", "name")
+                    },
+                },
+            )
         return Delivery.sent(channel=channel, files=_file_ids(response))
+
+    async def _send_dm_button(self, message: OutboxMessage) -> Delivery:
+        """The button of a direct message that went as a file: a short message in the same DM
+        (the user id as channel), its words plain text (no mentions)."""
+        assert self.client is not None
+        actions = kit.dm_button(message.payload.get("button"))
+        if actions is None:
+            return Delivery.failed("no button to send", permanent=True)
+        prompt = kit.button_prompt(message.payload.get("context") or {})
+        response = await self.client.chat_postMessage(
+            channel=message.channel,
+            text=kit.fallback(escape_mrkdwn(prompt)),
+            blocks=[{"type": "section", "text": kit.plain(prompt, kit.MAX_SECTION)}, actions],
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+        return Delivery.sent(channel=response.get("channel"), ts=response.get("ts"))
 
     async def _post_letter(self, message: OutboxMessage) -> Delivery:
         """Join, post, record the post; a letter too long for one message queues its file."""
@@ -197,31 +260,37 @@ class SlackOutbound:
             message_id=ts,
             count=letter.count,
             state=letter.state,
+            version=letter.version,
         )
         if with_file:
-            await self._queue_after(message, LETTER_FILE)
+            await self._queue_after(
+                message, LETTER_FILE, payload={"slug": letter.slug, "version": letter.version}
+            )
         return Delivery.sent(channel=channel, ts=ts)
 
     async def _upload_letter_file(self, message: OutboxMessage) -> Delivery:
-        """The full text of a letter too long for its post, uploaded below it."""
+        """The full text of a letter too long for its post, uploaded below it: the version the
+        row was queued for (its payload's `version`). A text changed again before the upload
+        is not uploaded: the post shows the newer one, which queues its own file if needed."""
         assert self._bot is not None and self.client is not None
-        post = await asyncio.to_thread(
-            publishing.letter_post,
-            self._bot.database,
-            slug=message.payload["slug"],
-            platform=self.name,
-            channel=message.channel,
+        letter = await asyncio.to_thread(
+            publishing.letter_view, self._bot.database, slug=message.payload["slug"]
         )
-        if post is None:
+        if letter is None:
             return Delivery.failed("letter no longer exists", permanent=True)
-        letter = post.letter
+        wanted = message.payload.get("version")
+        if wanted is not None and wanted != letter.version:
+            return Delivery.sent(superseded_by=letter.version)
         await join_channel(self.client, message.channel)
+        title = letter.title
+        if letter.version > 1:
+            title = f"{title} (version {letter.version})"
         try:
             response = await self.client.files_upload_v2(
                 channel=message.channel,
                 content=letter.text + "\n",
-                filename=f"{letter.slug}.txt",
-                title=letter.title,
+                filename=kit.letter_file_name(letter),
+                title=title,
             )
         except SlackApiError as exc:
             return await self._undelivered(
@@ -294,9 +363,12 @@ class SlackOutbound:
             )
         return Delivery.sent(files=_file_ids(response))
 
-    async def _queue_after(self, message: OutboxMessage, kind: str) -> None:
-        """Queue what follows a post (its files) as an outbox row of its own: durable, retried
-        by itself, and a failure there never undoes the post."""
+    async def _queue_after(
+        self, message: OutboxMessage, kind: str, *, payload: dict[str, Any] | None = None
+    ) -> None:
+        """Queue what follows a post (its files) or a direct message (its button) as an outbox
+        row of its own: durable, retried by itself, and a failure there never undoes (nor
+        repeats) what went before."""
         assert self._bot is not None
 
         def enqueue() -> None:
@@ -308,7 +380,7 @@ class SlackOutbound:
                     platform=self.name,
                     channel=message.channel,
                     kind=kind,
-                    payload={"slug": message.payload["slug"]},
+                    payload=payload if payload is not None else {"slug": message.payload["slug"]},
                     letter_pk=message.letter_pk,
                 )
 
@@ -369,20 +441,48 @@ class SlackOutbound:
         return Delivery.failed(reason, retry_after=retry_after)
 
     async def update_post(self, post: PostView) -> Delivery:
+        """The live counter's edit: count, state, and a changed text with its note (DESIGN.md
+        §9). A new text too long for the post is shown as a summary and reaches the channel
+        whole as a file of that version (rule 8), queued once per version and post."""
         assert self.client is not None and post.message_id is not None
         letter = post.letter
+        with_file = not kit.letter_fits(letter)
         try:
             await self.client.chat_update(
                 channel=post.channel,
                 ts=post.message_id,
                 text=kit.letter_fallback(letter),
-                blocks=kit.letter_blocks(letter, with_file=not kit.letter_fits(letter)),
+                blocks=kit.letter_blocks(letter, with_file=with_file),
             )
         except SlackApiError as exc:
-            return _failure(exc)
+            delivery = _failure(exc)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Delivery.failed(f"{exc.__class__.__name__}: {exc}")
-        return Delivery.sent()
+        else:
+            delivery = Delivery.sent()
+        new_text = (post.shown_version or 1) != letter.version
+        if with_file and new_text and (delivery.ok or delivery.permanent):
+            # before the counter marks the post shown: a crash here edits and queues again
+            await asyncio.to_thread(self._queue_version_file, post)
+            if self._bot is not None:
+                self._bot.deliverer.notify()  # sent now, not at the outbox's next poll
+        return delivery
+
+    def _queue_version_file(self, post: PostView) -> None:
+        """The file with a changed letter's full text, below its post (kind LETTER_FILE)."""
+        assert self._bot is not None
+        letter = post.letter
+        with self._bot.database.session() as session:
+            found = letters.get_letter(session, slug=letter.slug)
+            outbox.enqueue(
+                session,
+                key=f"{LETTER_FILE}:{letter.slug}:v{letter.version}:{self.name}:{post.channel}",
+                platform=self.name,
+                channel=post.channel,
+                kind=LETTER_FILE,
+                payload={"slug": letter.slug, "version": letter.version},
+                letter_pk=found.id if found is not None else None,
+            )
 
 
 async def join_channel(client: AsyncWebClient, channel: str) -> str | None:
