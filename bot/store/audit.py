@@ -10,17 +10,21 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import text
+from sqlalchemy import insert, text
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from bot.db import is_postgres
 from bot.models import AuditEvent, Compilation
 from bot.models._types import utcnow
 from bot.receipts import Anchor, receipt_head
 from bot.timeutil import iso_utc
 
 GENESIS = "0" * 64
-_CHAIN_END = select(AuditEvent.seq, AuditEvent.hash).order_by(col(AuditEvent.seq).desc()).limit(1)
+_CHAIN_END = (
+    sa_select(col(AuditEvent.seq), col(AuditEvent.hash))
+    .order_by(col(AuditEvent.seq).desc())
+    .limit(1)
+)
 _TAIL = "cosign_audit_tail"
 _AUDIT_LOCK_ID = 0x636F7369  # "cosi": serialises appends across processes on PostgreSQL
 
@@ -54,6 +58,23 @@ def event_hash(
     return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class ChainLink:
+    """What `append` stored: the event's place in the chain (a receipt names its head)."""
+
+    seq: int
+    at: datetime
+    prev_hash: str
+    hash: str
+
+
+_TABLE = AuditEvent.__table__  # type: ignore[attr-defined]
+# Core, prebuilt: an ORM-constructed AuditEvent and its flush cost more than the signature it
+# records (profiled: ~0.4 ms of a journaled /sign's ~1.1 ms).
+_INSERT = insert(_TABLE)
+_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+
+
 def append(
     session: Session,
     *,
@@ -63,21 +84,30 @@ def append(
     member_id: str | None = None,
     detail: dict[str, Any] | None = None,
     at: datetime | None = None,
-) -> AuditEvent:
+) -> ChainLink:
+    """Append one event, in the session's transaction (it is inserted at once, not at flush).
+
+    The first append of a transaction takes the chain's lock (PostgreSQL: an advisory lock held
+    until commit; SQLite: BEGIN IMMEDIATE took the write lock already) and reads the chain's end;
+    later ones continue from the end this transaction wrote. A savepoint that rolls back forgets
+    that end (`_forget_tail`), so the next append reads it again.
+    """
+    conn = session.connection()
     transaction = session.get_transaction()
     tail = session.info.get(_TAIL)
     if tail is not None and tail[0] is transaction:
         # This transaction already holds the append lock and knows the chain's end.
         seq, prev_hash = tail[1] + 1, tail[2]
     else:
-        if is_postgres(session):
-            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _AUDIT_LOCK_ID})
-        last = session.execute(_CHAIN_END).first()
+        if conn.dialect.name == "postgresql":
+            conn.execute(_LOCK, {"k": _AUDIT_LOCK_ID})
+        last = conn.execute(_CHAIN_END).first()
         seq = (last[0] + 1) if last else 1
         prev_hash = last[1] if last else GENESIS
     moment = at or utcnow()
     clean_detail = json.loads(json.dumps(detail or {}, default=str, ensure_ascii=False))
-    event = AuditEvent(
+    digest = event_hash(
+        prev_hash=prev_hash,
         seq=seq,
         at=moment,
         actor=actor,
@@ -85,21 +115,23 @@ def append(
         letter_slug=letter_slug,
         member_id=member_id,
         detail=clean_detail,
-        prev_hash=prev_hash,
-        hash=event_hash(
-            prev_hash=prev_hash,
-            seq=seq,
-            at=moment,
-            actor=actor,
-            action=action,
-            letter_slug=letter_slug,
-            member_id=member_id,
-            detail=clean_detail,
-        ),
     )
-    session.add(event)  # the unit of work batches a roster import's 10,000 events in one insert
-    session.info[_TAIL] = (transaction, seq, event.hash)
-    return event
+    conn.execute(
+        _INSERT,
+        {
+            "seq": seq,
+            "at": moment,
+            "actor": actor,
+            "action": action,
+            "letter_slug": letter_slug,
+            "member_id": member_id,
+            "detail": clean_detail,
+            "prev_hash": prev_hash,
+            "hash": digest,
+        },
+    )
+    session.info[_TAIL] = (transaction, seq, digest)
+    return ChainLink(seq=seq, at=moment, prev_hash=prev_hash, hash=digest)
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")

@@ -1,9 +1,11 @@
 """Handled platform events: run once, answered once — the command journal (rules 10 and 12).
 
 `record` runs inside the command's own transaction: the event is marked handled and its replies
-kept in the same commit as the command's effect. A retried or replayed event finds the row and
-gets the stored replies instead of a second run. `owed` lists what a restarted bot must still do:
-run commands that were acknowledged but never committed, send answers that were never sent.
+kept in the same commit as the command's effect (a group commit claims each event in its
+command's savepoint and records them all, with `record_many`, just before its one commit). A
+retried or replayed event finds the row and gets the stored replies instead of a second run.
+`owed` lists what a restarted bot must still do: run commands that were acknowledged but never
+committed, send answers that were never sent.
 """
 
 from __future__ import annotations
@@ -105,15 +107,48 @@ def record(
     unacknowledged command, which Slack reports to the user as failed. Pass it only for a fresh
     claim: a command kept by `receive` (acknowledged without its answer) stays owed.
     """
-    params: dict[str, Any] = {
-        "b_platform": platform,
-        "b_event": event_id,
-        "b_replies": pickle.dumps(list(replies), pickle.HIGHEST_PROTOCOL),
-        "b_reply_to": reply_to,
-    }
+    record_many(
+        session,
+        records=[Record(platform, event_id, list(replies), reply_to, answered=answered)],
+    )
+
+
+@dataclass(frozen=True)
+class Record:
+    """One command's `record`: a group commit writes them all at once, before its commit."""
+
+    platform: str
+    event_id: str
+    replies: list[Any]
+    reply_to: dict[str, Any] | None
+    answered: bool = False
+
+
+def record_many(session: Session, *, records: Sequence[Record]) -> None:
+    """`record` for several claimed events, in this transaction: one statement for all (the
+    commands of a group commit, each of which ran in a savepoint that was released)."""
+    if not records:
+        return
+    now = utcnow()
+    plain: list[dict[str, Any]] = []
+    answered: list[dict[str, Any]] = []
+    for entry in records:
+        params: dict[str, Any] = {
+            "b_platform": entry.platform,
+            "b_event": entry.event_id,
+            "b_replies": pickle.dumps(entry.replies, pickle.HIGHEST_PROTOCOL),
+            "b_reply_to": entry.reply_to,
+        }
+        if entry.answered:
+            params["b_answered_at"] = now
+            answered.append(params)
+        else:
+            plain.append(params)
+    conn = session.connection()
+    if plain:
+        conn.execute(_RECORD, plain)
     if answered:
-        params["b_answered_at"] = utcnow()
-    session.connection().execute(_RECORD_ANSWERED if answered else _RECORD, params)
+        conn.execute(_RECORD_ANSWERED, answered)
 
 
 def stored_replies(row: HandledEvent) -> list[Any]:
@@ -173,10 +208,18 @@ def _claim_statement(dialect: str) -> Any:
 
 
 _CLAIM = {name: _claim_statement(name) for name in ("sqlite", "postgresql")}
-_RECORD = update(_TABLE).where(*_KEY).values(
-    state=DONE, replies=bindparam("b_replies"), invocation=None, reply_to=bindparam("b_reply_to")
+_RECORD = (
+    update(_TABLE)
+    .where(*_KEY)
+    .values(
+        state=DONE,
+        replies=bindparam("b_replies"),
+        invocation=None,
+        reply_to=bindparam("b_reply_to"),
+    )
 )
 _RECORD_ANSWERED = _RECORD.values(answered_at=bindparam("b_answered_at"))
+_TAKE = update(_TABLE).where(*_KEY, _TABLE.c.state == RECEIVED).values(state=RUNNING)
 
 
 def claim(session: Session, *, platform: str, event_id: str) -> Claim:
@@ -192,7 +235,12 @@ def claim(session: Session, *, platform: str, event_id: str) -> Claim:
     if conn.execute(_CLAIM[conn.dialect.name], params).first() is not None:
         return Claim(run=True, fresh=True)
     state = conn.execute(_STATE, params).scalar()
-    return Claim(run=state != DONE, fresh=False)
+    if state == RECEIVED:  # kept by `receive`: it runs now, and a replay later in this
+        conn.execute(_TAKE, params)  # transaction (a group commit) finds it taken
+        return Claim(run=True, fresh=False)
+    # DONE; or RUNNING, which no transaction commits: claimed earlier in this one, whose
+    # record (a group commit's, written just before its commit) is still to come
+    return Claim(run=state is None, fresh=False)
 
 
 def owed(

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -42,8 +43,36 @@ if TYPE_CHECKING:
     from bot.pdf import PrintOptions
 
 
+_LETTER_BY_SLUG = select(Letter).where(col(Letter.slug) == bindparam("slug"))  # built once
+_LETTERS = "cosign_letters_by_slug"  # session.info: (transaction, {slug: letter}) found in it
+_IN_CHANNEL = "cosign_open_in_channel"  # session.info: (transaction, {(platform, channel): …})
+_LOCKED = "cosign_locked_letters"  # session.info, PostgreSQL: (transaction, {id: exclusive})
+
+
 def get_letter(session: Session, *, slug: str) -> Letter | None:
-    return session.exec(select(Letter).where(Letter.slug == slug)).first()
+    """The letter by slug. Found once a transaction: the commands of a group commit all name
+    the same letter, and the query returned the session's own object again anyway (its row
+    lock, where one is needed, re-reads it: `lock_letter`)."""
+    transaction = session.get_transaction()
+    found: tuple[object, dict[str, Letter]] | None = session.info.get(_LETTERS)
+    if found is None or found[0] is not transaction:
+        found = session.info[_LETTERS] = (transaction, {})
+    letter = found[1].get(slug)
+    if letter is not None and letter in session and letter.slug == slug:
+        return letter
+    letter = session.exec(_LETTER_BY_SLUG, params={"slug": slug}).first()
+    if letter is not None and transaction is not None:
+        found[1][slug] = letter
+    return letter
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _forget_letters(session: Session, previous_transaction: object) -> None:
+    """A rollback (even of a savepoint) may undo what the letters found were read under, and
+    releases the row locks taken since the savepoint."""
+    session.info.pop(_LETTERS, None)
+    session.info.pop(_IN_CHANNEL, None)
+    session.info.pop(_LOCKED, None)
 
 
 def lock_letter(session: Session, *, letter: Letter, exclusive: bool = False) -> Letter:
@@ -57,6 +86,15 @@ def lock_letter(session: Session, *, letter: Letter, exclusive: bool = False) ->
     """
     if session.get_bind().dialect.name == "sqlite":
         return letter  # the transaction already holds the database's write lock
+    transaction = session.get_transaction()
+    held: tuple[object, dict[int | None, bool]] | None = session.info.get(_LOCKED)
+    if held is None or held[0] is not transaction:
+        held = session.info[_LOCKED] = (transaction, {})
+    mode = held[1].get(letter.id)
+    if mode is not None and (mode or not exclusive):
+        # Locked earlier in this transaction (a group commit's earlier command): nobody else
+        # can have changed the row since, and this session's own changes are in `letter`.
+        return letter
     query = (
         select(Letter)
         .where(col(Letter.id) == letter.id)
@@ -64,6 +102,7 @@ def lock_letter(session: Session, *, letter: Letter, exclusive: bool = False) ->
         .execution_options(populate_existing=True)
     )
     session.exec(query).one()
+    held[1][letter.id] = exclusive
     return letter
 
 
@@ -244,6 +283,7 @@ def open_letter(
         .values(visibility=visibility)
     )
     session.refresh(letter)
+    session.info.pop(_IN_CHANNEL, None)  # open now: found in its channels
     if result.rowcount:  # type: ignore[attr-defined]
         audit.append(
             session,
@@ -501,6 +541,7 @@ def upsert_post(session: Session, *, letter_pk: int, platform: str, channel: str
         post = Post(letter_pk=letter_pk, platform=platform, channel=channel)
         session.add(post)
         session.flush()
+        session.info.pop(_IN_CHANNEL, None)  # a letter more in this channel
     return post
 
 
@@ -523,8 +564,25 @@ _OPEN_IN_CHANNEL = (
 
 
 def open_letters_in_channel(session: Session, *, platform: str, channel: str) -> Sequence[Letter]:
-    params = {"platform": platform, "channel": channel}
-    return session.exec(_OPEN_IN_CHANNEL, params=params).all()
+    """The open letters posted in a channel. Found once a transaction, like get_letter: the
+    signatures of a group commit come from a few channels. Opening a letter or posting one
+    forgets what was found (as a rollback does); a letter closed meanwhile is the same object,
+    refreshed, and is left out."""
+    transaction = session.get_transaction()
+    found: tuple[object, dict[tuple[str, str], list[Letter]]] | None = session.info.get(
+        _IN_CHANNEL
+    )
+    if found is None or found[0] is not transaction:
+        found = session.info[_IN_CHANNEL] = (transaction, {})
+    where = (platform, channel)
+    known = found[1].get(where)
+    if known is None or any(letter not in session for letter in known):
+        params = {"platform": platform, "channel": channel}
+        known = list(session.exec(_OPEN_IN_CHANNEL, params=params).all())
+        if transaction is None:  # the query began the transaction: keep what it found under it
+            found = session.info[_IN_CHANNEL] = (session.get_transaction(), {})
+        found[1][where] = known
+    return [letter for letter in known if letter.state == LetterState.open.value]
 
 
 def letter_for_message(session: Session, *, platform: str, message_id: str) -> Letter | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, func
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import ORMExecuteState
 from sqlmodel import Session, col, select
 
 from bot.models import Identity, Member, PendingRequest, Role
@@ -46,10 +48,79 @@ _MEMBER_FOR_ACCOUNT = (
 )
 
 
+_MEMBERS_FOR_ACCOUNTS = (
+    select(Member, Identity.external_id)
+    .join(Identity, col(Identity.member_pk) == col(Member.id))
+    .where(
+        Identity.platform == bindparam("platform"),
+        col(Identity.external_id).in_(bindparam("external_ids", expanding=True)),
+    )
+)
+#: session.info: (transaction, {(platform, external_id): linked member or None}), what
+#: `prefetch_accounts` found; dropped when the transaction writes a member or an identity, or
+#: rolls anything back
+_ACCOUNTS = "cosign_members_by_account"
+_ACCOUNT_TABLES = (Member.__table__, Identity.__table__)  # type: ignore[attr-defined]
+
+
+def prefetch_accounts(session: Session, *, accounts: Iterable[tuple[str, str]]) -> None:
+    """Look up the members behind several chat accounts in one query, for this transaction.
+
+    A group commit's commands each look up their caller: one query for all of them costs
+    about what one of theirs did. `member_for_account` answers from what was found until the
+    transaction writes a member or an identity (a link, a roster change) or rolls back.
+    """
+    wanted: dict[str, set[str]] = {}
+    for platform, external_id in accounts:
+        wanted.setdefault(platform, set()).add(external_id)
+    found: dict[tuple[str, str], Member | None] = {}
+    for platform, external_ids in wanted.items():
+        params = {"platform": platform, "external_ids": sorted(external_ids)}
+        rows = session.exec(_MEMBERS_FOR_ACCOUNTS, params=params).all()
+        linked = {external_id: member for member, external_id in rows}
+        for external_id in external_ids:
+            found[(platform, external_id)] = linked.get(external_id)
+    session.info[_ACCOUNTS] = (session.get_transaction(), found)
+
+
+def _prefetched(session: Session, key: tuple[str, str]) -> tuple[bool, Member | None]:
+    kept = session.info.get(_ACCOUNTS)
+    if kept is None or kept[0] is not session.get_transaction() or key not in kept[1]:
+        return False, None
+    return True, kept[1][key]
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _forget_accounts(session: Session, previous_transaction: object) -> None:
+    session.info.pop(_ACCOUNTS, None)
+
+
+@sa_event.listens_for(Session, "after_flush")
+def _forget_accounts_on_write(session: Session, _context: object) -> None:
+    """A member or an identity written: what was found may be stale now."""
+    if _ACCOUNTS in session.info and any(
+        isinstance(obj, (Member, Identity))
+        for obj in (*session.new, *session.dirty, *session.deleted)
+    ):
+        session.info.pop(_ACCOUNTS, None)
+
+
+@sa_event.listens_for(Session, "do_orm_execute")
+def _forget_accounts_on_bulk_write(state: ORMExecuteState) -> None:
+    if _ACCOUNTS in state.session.info and not state.is_select:
+        target = getattr(state.statement, "table", None)
+        if any(target is table for table in _ACCOUNT_TABLES) or any(
+            m.class_ in (Member, Identity) for m in state.all_mappers
+        ):
+            state.session.info.pop(_ACCOUNTS, None)
+
+
 def member_for_account(session: Session, *, platform: str, external_id: str) -> Member | None:
     """The roster member behind a chat account, or None for an unknown account."""
-    params = {"platform": platform, "external_id": external_id}
-    member = session.exec(_MEMBER_FOR_ACCOUNT, params=params).first()
+    known, member = _prefetched(session, (platform, external_id))
+    if not known:
+        params = {"platform": platform, "external_id": external_id}
+        member = session.exec(_MEMBER_FOR_ACCOUNT, params=params).first()
     if member is None and platform == "console":
         # The console is local and trusted: a USER that is a member_id is that member.
         member = get_member(session, member_id=external_id)

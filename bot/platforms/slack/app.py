@@ -20,12 +20,17 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import ConfigError, Settings
 from bot.platforms.base import Platform
 from bot.platforms.slack.answers import AnswerBook
-from bot.platforms.slack.listeners import SlackListeners, repair_form_body
+from bot.platforms.slack.listeners import (
+    SlackListeners,
+    repair_form_body,
+    slash_command_fields,
+)
 from bot.platforms.slack.outbound import SlackOutbound
 
 if TYPE_CHECKING:
@@ -69,6 +74,12 @@ class SlackPlatform(SlackListeners, SlackOutbound, Platform):
         self.client: AsyncWebClient | None = None
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
+        # The check Bolt's request verification makes (v0 HMAC, timestamp within 5 minutes)
+        self._verifier = (
+            SignatureVerifier(self.signing_secret)
+            if self.config.mode == "http" and self.signing_secret
+            else None
+        )
         self.port: int | None = None
         self._http: aiohttp.ClientSession | None = None
         self._answers: AnswerBook | None = None
@@ -141,8 +152,18 @@ class SlackPlatform(SlackListeners, SlackOutbound, Platform):
         )
 
     async def _http_endpoint(self, request: web.Request) -> web.Response:
+        """Slack's requests: a correctly signed slash command is answered directly (the hot
+        path: `answer_slash_command`); everything else, and any request whose signature does
+        not verify (Bolt answers it 401), goes through Bolt's dispatch."""
         assert self.app is not None
         raw = await request.text()
+        fields = slash_command_fields(raw, request.headers.get("Content-Type", ""))
+        if fields is not None and self._verifier is not None and self._verifier.is_valid(
+            raw,
+            request.headers.get("X-Slack-Request-Timestamp", "0"),
+            request.headers.get("X-Slack-Signature", ""),
+        ):
+            return await to_aiohttp_response(await self.answer_slash_command(fields))
         bolt_request = AsyncBoltRequest(
             body=raw,
             query=request.query_string,
