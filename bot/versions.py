@@ -21,7 +21,7 @@ from bot.campaign import to_posted_channels
 from bot.direct import Direct, enqueue_dms
 from bot.letterfile import LetterSource
 from bot.models import Letter, LetterVersion, Member
-from bot.store import letters, versions
+from bot.store import letters, outbox, versions
 from bot.store.letters import TextUpdate
 from bot.timeutil import format_utc
 
@@ -96,11 +96,29 @@ def change_text(
             f"nothing changed: {source.slug}'s text and settings are already those of the file"
         )
     if update.previous is not None and update.current is not None:
+        _reprint_console_posts(session, letter=letter)
         if update.lapsed:
             _ask_to_reconfirm(session, letter=letter, update=update)
         elif minor and update.letter.state == "open":
             _notice_minor(session, letter=letter, update=update, now=now)
     return update
+
+
+def _reprint_console_posts(session: Session, *, letter: Letter) -> None:
+    """Chat posts are edited by the live counter; a console post, printed, cannot be: it is
+    printed again with the new text, marked as the edit (once per version and channel)."""
+    assert letter.id is not None
+    for post in letters.posts_of(session, letter_pk=letter.id):
+        if post.platform == "console":
+            outbox.enqueue(
+                session,
+                key=f"reprint:{letter.slug}:{letter.version_number}:{post.channel}",
+                platform="console",
+                channel=post.channel,
+                kind="post_letter",
+                payload={"slug": letter.slug, "edited": True},
+                letter_pk=letter.id,
+            )
 
 
 def _diff_from(session: Session, letter: Letter, number: int, cache: dict[int, Any]) -> Any:

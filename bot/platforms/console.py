@@ -47,7 +47,8 @@ def normalise_channel(raw: str) -> str:
 
 class ConsolePlatform(Platform):
     name = "console"
-    live_counter = True  # a post whose text changed is printed again (update_post)
+    # No live counter: a printed post cannot be edited. When a letter's text changes its
+    # console posts are queued again (bot.versions) and printed marked "[edited post]".
 
     def __init__(
         self,
@@ -144,13 +145,6 @@ class ConsolePlatform(Platform):
 
     # --- outbox ------------------------------------------------------------------------------
 
-    async def update_post(self, post: publishing.PostView) -> Delivery:
-        """A printed post cannot be edited: when its text changed (DESIGN.md §9) the console
-        prints it again, marked as the edit; a new count alone is not worth a reprint."""
-        if post.shown_version is not None and post.shown_version != post.letter.version:
-            self.emit(post.channel, "[edited post] " + _letter_post(post.letter))
-        return Delivery.sent()
-
     async def deliver(self, message: OutboxMessage) -> Delivery:
         assert self._bot is not None
         text = await asyncio.to_thread(self._render_outbox, message)
@@ -187,7 +181,7 @@ class ConsolePlatform(Platform):
                 state=letter.state,
                 version=letter.version,
             )
-            return _letter_post(letter)
+            return ("[edited post] " if payload.get("edited") else "") + _letter_post(letter)
         if message.kind == "compiled":
             result = publishing.compiled(database, slug=payload["slug"])
             if result is None:
