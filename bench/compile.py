@@ -83,7 +83,6 @@ from sqlalchemy import create_engine, insert, text  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
 
 from bot import names  # noqa: E402
-from bot.campaign import status_view  # noqa: E402
 from bot.compile import LETTER_FILES, render_letter  # noqa: E402
 from bot.config import Settings, load_settings  # noqa: E402
 from bot.core import Dispatcher, Invocation, Reply  # noqa: E402
@@ -94,6 +93,7 @@ from bot.names import Signatory  # noqa: E402
 from bot.platforms.base import render_reply  # noqa: E402
 from bot.roster import import_roster  # noqa: E402
 from bot.serve import settle_heap  # noqa: E402
+from bot.status import status_view  # noqa: E402
 from bot.store import letters, members, signatures  # noqa: E402
 from bot.store.letters import letter_text  # noqa: E402
 from handlers import REGISTRY  # noqa: E402

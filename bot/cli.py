@@ -14,7 +14,6 @@ import typer
 from bot.campaign import (
     CampaignError,
     require_letter,
-    status_view,
 )
 from bot.cli_letters import letter_app
 from bot.cli_support import (
@@ -41,6 +40,7 @@ from bot.models import Letter
 from bot.models._types import utcnow
 from bot.receipts import AnchorError, parse_anchor
 from bot.roster import RosterError, export_roster, import_roster
+from bot.status import status_view
 from bot.store import audit as audit_store
 from bot.store import letters as letter_store
 from bot.store import members as member_store

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.campaign import status_view
 from bot.core import Context
+from bot.status import status_view
 from bot.timeutil import format_utc
 from handlers.common import resolve_letter, typed
 from handlers.registry import REGISTRY

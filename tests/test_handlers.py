@@ -330,12 +330,12 @@ def test_member_status_gives_counts_not_a_wall_of_names_above_the_limit(
     dispatcher: Dispatcher, database: Database, settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import bot.campaign
+    import bot.status
 
     create_example_letter(database, settings, post_to=["console:#members"])
     for member_id in ("au-abetz", "uk-alton", "au-antic"):
         say(dispatcher, member_id, "sign")
-    monkeypatch.setattr(bot.campaign, "MEMBER_NAME_LIMIT", 2)
+    monkeypatch.setattr(bot.status, "MEMBER_NAME_LIMIT", 2)
     member_view = say(dispatcher, "au-abetz", "status")
     assert "3 signatures: Australia 2, United Kingdom 1." in member_view
     assert "3 people signed: too many to list here" in member_view

@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from sqlalchemy import text, update
 from sqlmodel import col, select
 
-from bot.campaign import status_view
 from bot.config import Settings
 from bot.db import Database
 from bot.models import Letter, Member, Signature
 from bot.models._types import utcnow
 from bot.names import FILING_KEY_PREFIX, Signatory, filing_key, group_signatories
 from bot.roster import import_roster
+from bot.status import status_view
 from bot.store import members, signatures
 
 # Names from many scripts, CJK (implicit UCA weights above the surrogate block) and unassigned
