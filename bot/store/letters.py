@@ -49,20 +49,29 @@ _IN_CHANNEL = "cosign_open_in_channel"  # session.info: (transaction, {(platform
 _LOCKED = "cosign_locked_letters"  # session.info, PostgreSQL: (transaction, {id: exclusive})
 
 
+def _this_transaction(session: Session, key: str) -> dict[Any, Any]:
+    """What `key` remembers for the session's current transaction (empty in a new one; a
+    rollback, even of a savepoint, forgets it: `_forget_letters`). The transaction is begun
+    first, as the query that follows would: a memo made before it began would be dropped."""
+    session.connection()
+    transaction = session.get_transaction()
+    found: tuple[object, dict[Any, Any]] | None = session.info.get(key)
+    if found is None or found[0] is not transaction:
+        found = session.info[key] = (transaction, {})
+    return found[1]
+
+
 def get_letter(session: Session, *, slug: str) -> Letter | None:
     """The letter by slug. Found once a transaction: the commands of a group commit all name
     the same letter, and the query returned the session's own object again anyway (its row
     lock, where one is needed, re-reads it: `lock_letter`)."""
-    transaction = session.get_transaction()
-    found: tuple[object, dict[str, Letter]] | None = session.info.get(_LETTERS)
-    if found is None or found[0] is not transaction:
-        found = session.info[_LETTERS] = (transaction, {})
-    letter = found[1].get(slug)
+    found: dict[str, Letter] = _this_transaction(session, _LETTERS)
+    letter = found.get(slug)
     if letter is not None and letter in session and letter.slug == slug:
         return letter
     letter = session.exec(_LETTER_BY_SLUG, params={"slug": slug}).first()
-    if letter is not None and transaction is not None:
-        found[1][slug] = letter
+    if letter is not None:
+        found[slug] = letter
     return letter
 
 
@@ -86,11 +95,8 @@ def lock_letter(session: Session, *, letter: Letter, exclusive: bool = False) ->
     """
     if session.get_bind().dialect.name == "sqlite":
         return letter  # the transaction already holds the database's write lock
-    transaction = session.get_transaction()
-    held: tuple[object, dict[int | None, bool]] | None = session.info.get(_LOCKED)
-    if held is None or held[0] is not transaction:
-        held = session.info[_LOCKED] = (transaction, {})
-    mode = held[1].get(letter.id)
+    held: dict[int | None, bool] = _this_transaction(session, _LOCKED)
+    mode = held.get(letter.id)
     if mode is not None and (mode or not exclusive):
         # Locked earlier in this transaction (a group commit's earlier command): nobody else
         # can have changed the row since, and this session's own changes are in `letter`.
@@ -102,7 +108,7 @@ def lock_letter(session: Session, *, letter: Letter, exclusive: bool = False) ->
         .execution_options(populate_existing=True)
     )
     session.exec(query).one()
-    held[1][letter.id] = exclusive
+    held[letter.id] = exclusive
     return letter
 
 
@@ -568,20 +574,12 @@ def open_letters_in_channel(session: Session, *, platform: str, channel: str) ->
     signatures of a group commit come from a few channels. Opening a letter or posting one
     forgets what was found (as a rollback does); a letter closed meanwhile is the same object,
     refreshed, and is left out."""
-    transaction = session.get_transaction()
-    found: tuple[object, dict[tuple[str, str], list[Letter]]] | None = session.info.get(
-        _IN_CHANNEL
-    )
-    if found is None or found[0] is not transaction:
-        found = session.info[_IN_CHANNEL] = (transaction, {})
+    found: dict[tuple[str, str], list[Letter]] = _this_transaction(session, _IN_CHANNEL)
     where = (platform, channel)
-    known = found[1].get(where)
+    known = found.get(where)
     if known is None or any(letter not in session for letter in known):
         params = {"platform": platform, "channel": channel}
-        known = list(session.exec(_OPEN_IN_CHANNEL, params=params).all())
-        if transaction is None:  # the query began the transaction: keep what it found under it
-            found = session.info[_IN_CHANNEL] = (session.get_transaction(), {})
-        found[1][where] = known
+        known = found[where] = list(session.exec(_OPEN_IN_CHANNEL, params=params).all())
     return [letter for letter in known if letter.state == LetterState.open.value]
 
 
